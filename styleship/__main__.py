@@ -1,0 +1,3 @@
+from styleship.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""PyTorch checkpoint -> model bundle (ONNX graphs + manifest)."""

@@ -1,0 +1,266 @@
+"""Export a checkpoint to a model bundle: ONNX graphs, checked, parity-gated.
+
+Steps: build each graph the family declares with the torch.onnx (dynamo)
+exporter at a pinned opset with dynamic batch/height/width; run the ONNX
+checker and strict shape inference; write the manifest; then load the staged
+bundle through the production runtime (ONNX Runtime CPU) and compare it with
+PyTorch on real images at two sizes, batch 2. The bundle appears only if all
+of that passes: it is built in a staging directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from styleship import __version__, _atomic
+from styleship._hashing import sha256_file
+from styleship.compare import compare
+from styleship.errors import ExportError, InputError
+from styleship.models.checkpoint import load_checkpoint
+from styleship.models.registry import SPATIAL_AXES, GraphDef, get_family
+from styleship.runtime import image as im
+from styleship.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
+
+OPSET = 18
+EXPORTER = "torch.onnx.export(dynamo=True)"
+PARITY_SIZES = (256, 384)
+# fp32 tolerances on [0, 1] images (deploy.md §2); code tensors are checked relative to their scale.
+IMAGE_ATOL, IMAGE_MIN_PSNR = 2e-3, 50.0
+CODE_RTOL = 1e-4
+MAX_BATCH, MAX_SIDE = 256, 8192
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+def default_parity_images() -> tuple[list[Path], list[Path]]:
+    """The repository's sample photos and paintings (two of each)."""
+    contents = sorted((ASSETS / "content").glob("*.jpg"))[:2]
+    styles = sorted((ASSETS / "styles").glob("*.jpg"))[:2]
+    if len(contents) < 2 or len(styles) < 2:
+        raise InputError(
+            "no sample images for the parity check: pass --parity-content/--parity-style"
+        )
+    return contents, styles
+
+
+def _square(path: Path, size: int) -> np.ndarray:
+    """A sample image resized to size×size, as 3×H×W float32."""
+    import cv2
+
+    rgb = im.read_image(path).rgb
+    return np.ascontiguousarray(
+        cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+    )
+
+
+def _dynamic_shapes(graph: GraphDef) -> tuple[dict, ...]:
+    dims: dict[str, object] = {}
+    for t in graph.inputs:
+        for axis in t.shape:
+            if isinstance(axis, str) and axis not in dims:
+                if axis in SPATIAL_AXES:
+                    dims[axis] = 8 * torch.export.Dim(f"{axis}_8", min=2, max=MAX_SIDE // 8)
+                else:
+                    dims[axis] = torch.export.Dim(axis, min=1, max=MAX_BATCH)
+    return tuple(
+        {i: dims[a] for i, a in enumerate(t.shape) if isinstance(a, str)} for t in graph.inputs
+    )
+
+
+def _finish_onnx(path: Path, graph: GraphDef, family: str) -> None:
+    """Name dynamic axes as the manifest does, stamp metadata, check the graph."""
+    import onnx
+
+    model = onnx.load(str(path))
+    declared = {t.name: t for t in (*graph.inputs, *graph.outputs)}
+    for value in (*model.graph.input, *model.graph.output):
+        for dim, axis in zip(value.type.tensor_type.shape.dim, declared[value.name].shape):
+            if isinstance(axis, str):
+                dim.ClearField("dim_value")
+                dim.dim_param = axis
+    for key, val in {
+        "styleship.family": family,
+        "styleship.graph": graph.name,
+        "styleship.version": __version__,
+    }.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, val
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(
+            f"{graph.name}: the exported graph fails the ONNX checker ({exc})"
+        ) from None
+    onnx.save(model, str(path))
+
+
+def _export_graph(model: torch.nn.Module, graph: GraphDef, example: tuple, path: Path) -> None:
+    wrapper = graph.wrap(model).eval()
+    # The exporter logs optional-op notes (torchvision not installed, axis renames): noise here.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapper,
+                example,
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=[t.name for t in graph.inputs],
+                output_names=[t.name for t in graph.outputs],
+                dynamic_shapes=_dynamic_shapes(graph),
+                optimize=True,
+                verbose=False,
+            )
+            program.save(str(path))
+    except Exception as exc:  # the exporter raises many types; all mean "could not export"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{graph.name}: torch.onnx export failed ({first})") from exc
+
+
+def _versions() -> dict[str, str]:
+    out = {"styleship": __version__}
+    for pkg in ("torch", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _feeds(graph: GraphDef, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {t.name: values[t.name if t.kind == "code" else t.kind] for t in graph.inputs}
+
+
+def _parity(model, graphs, bundle: Bundle, contents, styles, log) -> dict:
+    """ONNX Runtime (through the runtime's own backend) vs PyTorch, every graph, two sizes."""
+    from styleship.runtime.backends import create_backend
+
+    results, passed = [], True
+    for size in PARITY_SIZES:
+        values = {
+            "content": np.stack([_square(p, size) for p in contents]),
+            "style": np.stack([_square(p, size) for p in styles]),
+            "strength": np.array([1.0, 0.6], dtype=np.float32),
+        }
+        for graph in graphs:
+            feed = _feeds(graph, values)
+            with torch.no_grad():
+                ref_t = graph.wrap(model).eval()(
+                    *(torch.from_numpy(feed[t.name]) for t in graph.inputs)
+                )
+            ref_t = ref_t if isinstance(ref_t, tuple) else (ref_t,)
+            ref = {t.name: r.numpy() for t, r in zip(graph.outputs, ref_t)}
+            values.update({t.name: ref[t.name] for t in graph.outputs if t.kind == "code"})
+            with create_backend("ort-cpu") as backend:
+                backend.load(bundle, graph.name)
+                out = backend.run(feed)
+            for t in graph.outputs:
+                if t.kind == "image":
+                    diff = compare({t.name: ref[t.name]}, out, IMAGE_ATOL, IMAGE_MIN_PSNR)[0]
+                else:  # code tensors: tolerance relative to the tensor's own scale
+                    scale = float(np.abs(ref[t.name]).max()) or 1.0
+                    diff = compare(
+                        {t.name: ref[t.name] / scale},
+                        {t.name: out[t.name] / scale},
+                        CODE_RTOL,
+                        None,
+                    )[0]
+                passed &= diff.passed
+                results.append({"graph": graph.name, "size": size, "batch": 2, **diff.to_dict()})
+                log(
+                    f"parity {graph.name} {t.name} @{size}: max abs {diff.max_abs:.2e}"
+                    f"{'' if t.kind != 'image' else f', PSNR {diff.psnr_db:.1f} dB'}"
+                )
+    return {
+        "backend": "ort-cpu",
+        "reference": "torch eager fp32 (CPU)",
+        "images": [p.name for p in (*contents, *styles)],
+        "tolerance": {
+            "image_max_abs": IMAGE_ATOL,
+            "image_min_psnr_db": IMAGE_MIN_PSNR,
+            "code_max_rel": CODE_RTOL,
+        },
+        "results": results,
+        "passed": passed,
+    }
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    parity_images: tuple[Sequence[Path], Sequence[Path]] | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = lambda msg: None,
+) -> Path:
+    """Export `checkpoint` to the bundle directory `out_dir`; returns its path."""
+    model, meta = load_checkpoint(checkpoint)
+    family = get_family(meta["family"])
+    graphs = family.graphs(model.config)
+    contents, styles = parity_images or default_parity_images()
+    if len(contents) < 2 or len(styles) < 2:
+        raise InputError("the parity check needs two content and two style images")
+    out_dir = Path(out_dir)
+    example = {
+        "content": torch.rand(2, 3, 64, 48),
+        "style": torch.rand(2, 3, 56, 64),
+        "strength": torch.tensor([1.0, 0.5]),
+    }
+    with _atomic.staged_dir(out_dir, overwrite=force) as stage:
+        manifest_graphs = {}
+        for graph in graphs:
+            log(f"exporting {graph.name}")
+            args = tuple(example[t.name if t.kind == "code" else t.kind] for t in graph.inputs)
+            _export_graph(model, graph, args, stage / f"{graph.name}.onnx")
+            _finish_onnx(stage / f"{graph.name}.onnx", graph, family.name)
+            with torch.no_grad():
+                outs = graph.wrap(model).eval()(*args)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            example.update({t.name: o for t, o in zip(graph.outputs, outs) if t.kind == "code"})
+            manifest_graphs[graph.name] = {
+                "inputs": [t.to_dict() for t in graph.inputs],
+                "outputs": [t.to_dict() for t in graph.outputs],
+                "files": {"fp32": f"{graph.name}.onnx"},
+            }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": out_dir.name,
+            "family": family.name,
+            "description": family.description,
+            "config": meta["config"],
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "normalisation": {
+                "input": "RGB float32 NCHW in [0, 1]; normalisation happens inside the graph",
+                "output": "RGB float32 NCHW in [0, 1]",
+                "size_multiple": im.MULTIPLE,
+                "min_side": im.MIN_SIDE,
+            },
+            "graphs": manifest_graphs,
+            "style_code": family.style_code,
+            "opset": OPSET,
+            "exporter": EXPORTER,
+            "versions": _versions(),
+            "weights": meta["weights"],
+            "checkpoint": {"training": meta.get("training", {})},
+            "files": {f.name: sha256_file(f) for f in sorted(stage.glob("*.onnx"))},
+        }
+        _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        manifest["parity"] = _parity(model, graphs, Bundle.load(stage), contents, styles, log)
+        _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        if not manifest["parity"]["passed"]:
+            worst = max(manifest["parity"]["results"], key=lambda r: r["max_abs"])
+            raise ExportError(
+                "ONNX Runtime output differs from PyTorch beyond tolerance "
+                f"({worst['graph']} {worst['name']} @{worst['size']}: "
+                f"max abs {worst['max_abs']:.2e})"
+            )
+    return out_dir

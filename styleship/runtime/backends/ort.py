@@ -1,0 +1,108 @@
+"""ONNX Runtime: the CPU provider, and the CUDA and TensorRT providers by name.
+
+A requested provider that ONNX Runtime does not offer is an error: ORT would
+otherwise fall back to the CPU silently (microsoft/onnxruntime#18597).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from styleship._lazy import require
+from styleship.errors import BackendUnavailable, ModelError
+from styleship.runtime.backends.base import BackendInfo, BaseBackend
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class OrtBackend(BaseBackend):
+    def __init__(self, provider: str = "cpu", threads: int | None = None, **options) -> None:
+        super().__init__()
+        self.provider = provider
+        self.name = f"ort-{'trt' if provider == 'tensorrt' else provider}"
+        self.threads = threads
+        self.options = options
+        self._session = None
+
+    def _load(self, path: Path, device: str, precision: str) -> None:
+        ort = require("onnxruntime", "cpu" if self.provider == "cpu" else "gpu")
+        wanted = PROVIDERS[self.provider]
+        available = ort.get_available_providers()
+        if wanted not in available:
+            extra = "cpu" if self.provider == "cpu" else "gpu"
+            raise BackendUnavailable(
+                f"ONNX Runtime here has no {wanted} (it has {', '.join(available)}); "
+                f"install styleship[{extra}]"
+            )
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = self.threads or cpu_threads()
+        opts.log_severity_level = 3
+        device_id = int(device.split(":")[1]) if ":" in device else 0
+        chain = (
+            [(wanted, {**self.options, "device_id": device_id})] if self.provider != "cpu" else []
+        )
+        if self.provider == "tensorrt":
+            chain.append(("CUDAExecutionProvider", {"device_id": device_id}))
+        chain.append("CPUExecutionProvider")
+        try:
+            self._session = ort.InferenceSession(str(path), opts, providers=chain)
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+            first = (
+                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            )
+            raise ModelError(f"{path.name}: ONNX Runtime cannot load it ({first})") from None
+        if self._session.get_providers()[0] != wanted:
+            raise BackendUnavailable(f"ONNX Runtime did not enable {wanted} for {path.name}")
+        self.check_io_names(
+            [i.name for i in self._session.get_inputs()],
+            [o.name for o in self._session.get_outputs()],
+            path,
+        )
+        self._version = ort.__version__
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = list(self._outputs)
+        if self.provider == "cpu":
+            return dict(zip(names, self._session.run(names, inputs)))
+        # On a GPU, bind inputs once and let ORT place outputs on the device,
+        # copying them back in one step instead of per-run host round trips.
+        binding = self._session.io_binding()
+        for name, arr in inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(arr))
+        for name in names:
+            binding.bind_output(name, "cuda", self.device_id)
+        self._session.run_with_iobinding(binding)
+        return dict(zip(names, binding.copy_outputs_to_cpu()))
+
+    @property
+    def device_id(self) -> int:
+        return int(self.device.split(":")[1]) if ":" in self.device else 0
+
+    def _close(self) -> None:
+        self._session = None
+
+    def info(self) -> BackendInfo:
+        providers = self._session.get_providers() if self._session else []
+        return BackendInfo(
+            backend=self.name,
+            device=self.device,
+            precision=self.precision,
+            engine_version=getattr(self, "_version", ""),
+            details={"providers": providers, "threads": self.threads or cpu_threads()},
+        )

@@ -1,0 +1,134 @@
+"""Read and verify a model bundle (DESIGN.md §4): manifest.json + ONNX graphs.
+
+Loading checks the format version and the sha256 of every file the manifest
+lists, so a changed or corrupt file is an error, never a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from styleship._hashing import sha256_file, sha256_json
+from styleship.errors import InputError, ModelError
+
+FORMAT = "styleship-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output as the manifest declares it (str dims are dynamic)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    kind: str
+    dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TensorSpec:
+        return cls(d["name"], tuple(d["shape"]), d["kind"], d.get("dtype", "float32"))
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    files: dict[str, str]  # precision -> file name
+
+
+class Bundle:
+    """A verified bundle directory."""
+
+    def __init__(self, path: Path, manifest: dict) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True) -> Bundle:
+        path = Path(path)
+        if not path.is_dir():
+            raise InputError(f"not a model bundle directory: {path}")
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise ModelError(f"{path}: no {MANIFEST}; is this a bundle from `styleship export`?")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{manifest_path}: not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ModelError(f"{manifest_path}: not a styleship bundle manifest")
+        version = manifest.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelError(
+                f"{path}: bundle format {version} is newer than this styleship reads "
+                f"({FORMAT_VERSION}); upgrade styleship"
+            )
+        bundle = cls(path, manifest)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        for name, digest in self.manifest.get("files", {}).items():
+            file = self.path / name
+            if not file.is_file():
+                raise ModelError(f"{self.path}: {name} is missing; re-export the bundle")
+            if sha256_file(file) != digest:
+                raise ModelError(
+                    f"{self.path}: {name} does not match its sha256 in the manifest "
+                    "(corrupt or replaced); re-export the bundle"
+                )
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.path.name)
+
+    @property
+    def family(self) -> str:
+        return self.manifest["family"]
+
+    @cached_property
+    def hash(self) -> str:
+        """Identity of the bundle's contents: keys style caches and engine builds."""
+        return sha256_json(self.manifest.get("files", {}))
+
+    @cached_property
+    def graphs(self) -> dict[str, GraphInfo]:
+        out = {}
+        for name, g in self.manifest.get("graphs", {}).items():
+            out[name] = GraphInfo(
+                name=name,
+                inputs=tuple(TensorSpec.from_dict(t) for t in g["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(t) for t in g["outputs"]),
+                files=dict(g["files"]),
+            )
+        return out
+
+    @property
+    def style_code(self) -> dict[str, str]:
+        """Code tensor -> mixing rule ("linear" or "rms")."""
+        return dict(self.manifest.get("style_code", {}))
+
+    def graph(self, name: str) -> GraphInfo:
+        if name not in self.graphs:
+            raise ModelError(f"{self.path}: no graph {name!r} (has {', '.join(self.graphs)})")
+        return self.graphs[name]
+
+    def graph_file(self, name: str, precision: str = "fp32") -> Path:
+        files = self.graph(name).files
+        if precision not in files:
+            raise InputError(
+                f"{self.path}: graph {name!r} has no {precision} file "
+                f"(has {', '.join(files)}); export it with --precision {precision}"
+            )
+        return self.path / files[precision]
+
+    @property
+    def untrained(self) -> bool:
+        """True for bundles whose weights are seeded random or untrained (tests, demo)."""
+        return bool(self.manifest.get("weights", {}).get("untrained", False))

@@ -1,0 +1,272 @@
+"""Images in and out, with OpenCV: decode, orientation, colour, resize, pad, encode.
+
+Models take RGB float32 NCHW in [0, 1]. Everything a photo can carry that
+models do not take is handled here: EXIF orientation, grayscale, alpha (kept
+and re-attached), 16-bit depth, CMYK JPEGs (OpenCV converts them), and
+sizes that are not multiples of 8 (reflection padding, cropped back).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from styleship import _atomic
+from styleship.errors import InputError
+
+DEFAULT_MAX_PIXELS = 40_000_000
+MULTIPLE = 8
+MIN_SIDE = 16  # the encoders downsample 8×; relu4_1 must stay at least 2×2 for reflection pads
+WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+ALPHA_EXTENSIONS = (".png", ".webp", ".tif", ".tiff")
+SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
+
+
+@dataclass
+class Image:
+    """RGB float32 HWC in [0, 1], with its alpha (HW) when the file had one."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    bit_depth: int = 8
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)"""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def read_bytes(src: str | os.PathLike) -> bytes:
+    path = Path(src)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not an image file")
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    data = path.read_bytes()
+    if not data:
+        raise InputError(f"{path} is empty")
+    return data
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, GIF, BMP or WebP header, without decoding pixels."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return abs(w), abs(h)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            w = int.from_bytes(data[24:27], "little") + 1
+            return w, int.from_bytes(data[27:30], "little") + 1
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8 ":
+            w, h = struct.unpack("<HH", data[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return w, h
+        i += 2 + length
+    return None
+
+
+def _exif_orientation(exif: bytes) -> int:
+    """The EXIF Orientation tag (1..8), 1 when absent or unreadable."""
+    if exif[:6] == b"Exif\x00\x00":
+        exif = exif[6:]
+    if len(exif) < 8 or exif[:2] not in (b"II", b"MM"):
+        return 1
+    end = "<" if exif[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack(end + "I", exif[4:8])
+        (count,) = struct.unpack(end + "H", exif[ifd : ifd + 2])
+        for k in range(count):
+            entry = exif[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+            tag, _typ, _n = struct.unpack(end + "HHI", entry[:8])
+            if tag == 0x0112:
+                value = struct.unpack(end + "H", entry[8:10])[0]
+                return value if 1 <= value <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
+
+
+def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation so the image comes out upright."""
+    if orientation in (2, 4, 5, 7):
+        img = cv2.flip(img, 1)
+    rotations = {
+        3: cv2.ROTATE_180,
+        4: cv2.ROTATE_180,
+        5: cv2.ROTATE_90_COUNTERCLOCKWISE,
+        6: cv2.ROTATE_90_CLOCKWISE,
+        7: cv2.ROTATE_90_CLOCKWISE,
+        8: cv2.ROTATE_90_COUNTERCLOCKWISE,
+    }
+    if orientation in rotations:
+        img = cv2.rotate(img, rotations[orientation])
+    return img
+
+
+def decode(data: bytes, label: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """Decode encoded image bytes; the pixel limit is checked on the header first."""
+    if not data:
+        raise InputError(f"{label} is empty")
+    size = declared_size(data)
+    if size and size[0] * size[1] > max_pixels:
+        raise InputError(
+            f"{label} is {size[0]}×{size[1]} ({size[0] * size[1] / 1e6:.1f} MP), over the "
+            f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)"
+        )
+    buf = np.frombuffer(data, np.uint8)
+    img, kinds, metadata = cv2.imdecodeWithMetadata(buf, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise InputError(f"{label} is not a readable image (unknown format, or truncated)")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise InputError(f"{label} is over the {max_pixels / 1e6:g} MP limit")
+    for kind, blob in zip(kinds, metadata):
+        if kind == cv2.IMAGE_METADATA_EXIF:
+            img = _orient(img, _exif_orientation(bytes(np.asarray(blob).ravel())))
+    if img.dtype == np.uint8:
+        bit_depth, scale = 8, 255.0
+    elif img.dtype == np.uint16:
+        bit_depth, scale = 16, 65535.0
+    else:
+        raise InputError(f"{label}: unsupported pixel type {img.dtype}")
+    img = img.astype(np.float32) / scale
+    alpha = None
+    if img.ndim == 2:
+        rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        rgb, alpha = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB), img[:, :, 3].copy()
+    elif img.shape[2] == 2:  # gray + alpha
+        rgb, alpha = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB), img[:, :, 1].copy()
+    else:
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if min(rgb.shape[:2]) < 1:
+        raise InputError(f"{label} has no pixels")
+    return Image(rgb=np.ascontiguousarray(rgb), alpha=alpha, bit_depth=bit_depth)
+
+
+def read_image(src: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """Read an image from a path or from encoded bytes."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return decode(bytes(src), "image bytes", max_pixels)
+    return decode(read_bytes(src), str(src), max_pixels)
+
+
+def resize_max_side(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Shrink so the longer side is at most `max_side` (never enlarges)."""
+    h, w = rgb.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return rgb
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def check_min_size(rgb: np.ndarray, label: str) -> None:
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise InputError(f"{label} is {w}×{h}; styleship needs at least {MIN_SIDE} px per side")
+
+
+def pad_to_multiple(rgb: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
+    """Reflection-pad bottom/right so both sides are multiples of `multiple`."""
+    h, w = rgb.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return rgb
+    return cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
+
+
+def to_nchw(rgb: np.ndarray) -> np.ndarray:
+    """HWC float32 -> 1×3×H×W float32 (contiguous)."""
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def from_nchw(batch: np.ndarray, index: int = 0) -> np.ndarray:
+    return np.ascontiguousarray(batch[index].transpose(1, 2, 0))
+
+
+def preserve_color(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Keep the stylized luminance and the content's chroma (YCrCb luminance transfer)."""
+    y = cv2.cvtColor(np.clip(stylized, 0, 1), cv2.COLOR_RGB2YCrCb)[:, :, :1]
+    crcb = cv2.cvtColor(np.clip(content, 0, 1), cv2.COLOR_RGB2YCrCb)[:, :, 1:]
+    return np.clip(cv2.cvtColor(np.concatenate([y, crcb], axis=2), cv2.COLOR_YCrCb2RGB), 0, 1)
+
+
+def encode(img: Image, ext: str, quality: int = 95) -> bytes:
+    """Encode to the format named by `ext`; alpha and 16 bits kept where the format can."""
+    ext = ext.lower()
+    if ext not in WRITE_EXTENSIONS:
+        raise InputError(
+            f"cannot write {ext or 'files without an extension'}; use one of "
+            f"{', '.join(WRITE_EXTENSIONS)}"
+        )
+    depth16 = img.bit_depth == 16 and ext in SIXTEEN_BIT_EXTENSIONS
+    scale, dtype = (65535.0, np.uint16) if depth16 else (255.0, np.uint8)
+    out = cv2.cvtColor(np.clip(img.rgb, 0, 1), cv2.COLOR_RGB2BGR)
+    if img.alpha is not None and ext in ALPHA_EXTENSIONS:
+        out = np.dstack([out, np.clip(img.alpha, 0, 1)])
+    out = (out * scale + 0.5).astype(dtype)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, out, params)
+    if not ok:
+        raise InputError(f"OpenCV could not encode a {ext} image")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, img: Image) -> Path:
+    """Encode by extension and write atomically."""
+    path = Path(path)
+    return _atomic.write_bytes(path, encode(img, path.suffix))
+
+
+READ_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def find_images(args: list[str]) -> list[Path]:
+    """Expand paths, directories (their image files) and glob patterns, in order.
+
+    Plain paths are kept even if missing or unreadable: each is then reported
+    as a failure on its own, without stopping the others.
+    """
+    found: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in READ_EXTENSIONS)
+        elif any(ch in arg for ch in "*?["):
+            found += sorted(p for p in Path().glob(arg) if p.is_file())
+        else:
+            found.append(path)
+    if not found:
+        raise InputError(f"no images found in {' '.join(args)}")
+    return list(dict.fromkeys(found))

@@ -1,0 +1,200 @@
+"""`Stylizer`: the public API. Images in, stylized images out, on any backend.
+
+It reads everything it needs from the bundle manifest (graph I/O, input
+kinds, style-code mixing rules), so a new model family needs no change here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from styleship.errors import InputError, StyleshipError
+from styleship.runtime import image as im
+from styleship.runtime.backends import best_available, create_backend, default_device
+from styleship.runtime.bundle import Bundle
+from styleship.runtime.style_cache import StyleCache, default_cache_dir
+
+Source = str | os.PathLike | bytes | im.Image
+_DEFAULT = object()
+
+
+@dataclass
+class FileResult:
+    """One content file's outcome in a batch run."""
+
+    input: Path
+    output: Path | None
+    error: str | None = None
+
+
+def _key(src: Source) -> str:
+    if isinstance(src, im.Image):
+        return hashlib.sha256(np.ascontiguousarray(src.rgb).tobytes()).hexdigest()
+    data = src if isinstance(src, bytes) else im.read_bytes(src)
+    return hashlib.sha256(data).hexdigest()
+
+
+def mix_codes(
+    codes: Sequence[dict[str, np.ndarray]], weights: Sequence[float], rules: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """Convex combination of style codes: "linear" tensors mix as Σwx, "rms" as √(Σwx²)."""
+    if len(codes) != len(weights):
+        raise InputError(f"{len(codes)} styles but {len(weights)} weights")
+    w = np.asarray(weights, dtype=np.float64)
+    if np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
+        raise InputError("style weights must be non-negative numbers with a positive sum")
+    w = w / w.sum()
+    mixed = {}
+    for name, rule in rules.items():
+        stack = np.stack([c[name].astype(np.float64) for c in codes])
+        wb = w.reshape(-1, *([1] * (stack.ndim - 1)))
+        value = np.sqrt((wb * stack**2).sum(0)) if rule == "rms" else (wb * stack).sum(0)
+        mixed[name] = value.astype(np.float32)
+    return mixed
+
+
+class Stylizer:
+    """Stylize images with a bundle: `Stylizer("starry.stvae").stylize("photo.jpg", "art.jpg")`."""
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike | Bundle,
+        backend: str | None = None,
+        device: str | None = None,
+        precision: str = "fp32",
+        style_size: int = 512,
+        cache_dir: Path | object | None = _DEFAULT,
+        max_pixels: int = im.DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.backend_name = backend or best_available()
+        self.device = device or default_device(self.backend_name)
+        self.precision = precision
+        self.style_size = style_size
+        self.max_pixels = max_pixels
+        directory = default_cache_dir() if cache_dir is _DEFAULT else cache_dir
+        self.cache = StyleCache(self.bundle.hash, directory)
+        self._encoder = self._open("style_encoder")
+        try:
+            self._stylizer = self._open("stylizer")
+        except BaseException:
+            self._encoder.close()
+            raise
+
+    def _open(self, graph: str):
+        backend = create_backend(self.backend_name)
+        backend.load(self.bundle, graph, self.device, self.precision)
+        return backend
+
+    def close(self) -> None:
+        self._encoder.close()
+        self._stylizer.close()
+
+    def __enter__(self) -> Stylizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _image(self, src: Source) -> im.Image:
+        return src if isinstance(src, im.Image) else im.read_image(src, self.max_pixels)
+
+    def style_code(self, style: Source) -> dict[str, np.ndarray]:
+        """The style code of one image (batch of 1), from the cache when seen before."""
+        names = tuple(self.bundle.style_code)
+        key = f"{_key(style)}-{self.style_size}"
+        code = self.cache.get(key, names)
+        if code is not None:
+            return code
+        rgb = im.resize_max_side(self._image(style).rgb, self.style_size)
+        im.check_min_size(rgb, "style image")
+        feed = self._feed(self._encoder, {"style": im.to_nchw(im.pad_to_multiple(rgb))})
+        code = self._encoder.run(feed)
+        self.cache.put(key, code)
+        return code
+
+    def _feed(self, backend, by_kind: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Map values by input kind (content, style, strength) or code name onto input names."""
+        feed = {}
+        for name, spec in backend.inputs().items():
+            feed[name] = by_kind[name] if spec.kind == "code" else by_kind[spec.kind]
+        return feed
+
+    def stylize(
+        self,
+        content: Source,
+        style: Source | None = None,
+        *,
+        styles: Sequence[Source] = (),
+        weights: Sequence[float] | None = None,
+        alpha: float = 1.0,
+        preserve_color: bool = False,
+        max_size: int | None = None,
+    ) -> im.Image:
+        """Stylize one image with one style, or a weighted mix of `styles`."""
+        sources = ([style] if style is not None else []) + list(styles)
+        if not sources:
+            raise InputError("give a style image")
+        if not 0.0 <= alpha <= 1.0:
+            raise InputError(f"alpha must be in [0, 1], got {alpha}")
+        codes = [self.style_code(s) for s in sources]
+        if len(codes) == 1 and weights is None:
+            code = codes[0]
+        else:
+            code = mix_codes(codes, weights or [1.0] * len(codes), self.bundle.style_code)
+        img = self._image(content)
+        rgb = im.resize_max_side(img.rgb, max_size)
+        im.check_min_size(rgb, "content image")
+        h, w = rgb.shape[:2]
+        values = {**code, "content": im.to_nchw(im.pad_to_multiple(rgb))}
+        values["strength"] = np.array([alpha], dtype=np.float32)
+        out = self._stylizer.run(self._feed(self._stylizer, values))
+        result = im.from_nchw(out["image"])[:h, :w]
+        if preserve_color:
+            result = im.preserve_color(result, rgb)
+        alpha_ch = img.alpha
+        if alpha_ch is not None and alpha_ch.shape[:2] != (h, w):
+            alpha_ch = cv2.resize(alpha_ch, (w, h), interpolation=cv2.INTER_AREA)
+        return im.Image(rgb=result, alpha=alpha_ch, bit_depth=img.bit_depth)
+
+    def stylize_files(
+        self,
+        contents: Sequence[Path],
+        out_dir: Path,
+        suffix: str = "",
+        ext: str | None = None,
+        on_done: Callable[[FileResult], None] | None = None,
+        **options,
+    ) -> list[FileResult]:
+        """Stylize many files into `out_dir`; a bad file is recorded and skipped."""
+        out_dir = Path(out_dir)
+        if not out_dir.is_dir():
+            raise InputError(f"output directory does not exist: {out_dir}")
+        if not os.access(out_dir, os.W_OK):
+            raise InputError(f"output directory is not writable: {out_dir}")
+        inputs = {Path(c).resolve() for c in contents}
+        results = []
+        for content in contents:
+            content = Path(content)
+            out_ext = ext or (
+                content.suffix.lower() if content.suffix.lower() in im.WRITE_EXTENSIONS else ".png"
+            )
+            target = out_dir / f"{content.stem}{suffix}{out_ext}"
+            try:
+                if target.resolve() in inputs:
+                    raise InputError(f"output {target} would overwrite an input")
+                im.write_image(target, self.stylize(content, **options))
+                result = FileResult(content, target)
+            except StyleshipError as exc:
+                result = FileResult(content, None, str(exc))
+            results.append(result)
+            if on_done:
+                on_done(result)
+        return results
