@@ -134,6 +134,14 @@ def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
     return img
 
 
+def _check_complete(data: bytes, label: str) -> None:
+    """Refuse truncated JPEG/PNG files: their decoders would return a half-grey image."""
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
+        raise InputError(f"{label} is a truncated JPEG (no end-of-image marker)")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        raise InputError(f"{label} is a truncated PNG (no IEND chunk)")
+
+
 def decode(data: bytes, label: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     """Decode encoded image bytes; the pixel limit is checked on the header first."""
     if not data:
@@ -144,6 +152,7 @@ def decode(data: bytes, label: str = "image", max_pixels: int = DEFAULT_MAX_PIXE
             f"{label} is {size[0]}×{size[1]} ({size[0] * size[1] / 1e6:.1f} MP), over the "
             f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)"
         )
+    _check_complete(data, label)
     buf = np.frombuffer(data, np.uint8)
     img, kinds, metadata = cv2.imdecodeWithMetadata(buf, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:

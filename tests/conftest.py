@@ -1,0 +1,69 @@
+"""Shared fixtures: one small, seeded ST-VAE checkpoint and its bundle per session.
+
+The checkpoint is narrow (width 0.25) with seeded random weights (`random:0`):
+pretrained VGG-19 weights cannot be fetched here, and tests need determinism,
+not good-looking images.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+SMALL = {"width": 0.25, "z_dim": 64}
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m styleship ...` as a user would; real exit codes, real stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "styleship", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def contents() -> list[Path]:
+    return sorted((ASSETS / "content").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def styles() -> list[Path]:
+    return sorted((ASSETS / "styles").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    from styleship.models.checkpoint import save_checkpoint
+    from styleship.models.registry import get_family
+
+    spec = get_family("stvae")
+    model, weights = spec.create(spec.config_from_dict(SMALL), "random:0")
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "small", "stvae", model, weights)
+
+
+@pytest.fixture(scope="session")
+def small_bundle(small_checkpoint, tmp_path_factory) -> Path:
+    from styleship.export.onnx import export_bundle
+
+    return export_bundle(small_checkpoint, tmp_path_factory.mktemp("bundle") / "small.stvae")
+
+
+@pytest.fixture
+def bundle_copy(small_bundle, tmp_path) -> Path:
+    """A private copy to tamper with."""
+    return Path(shutil.copytree(small_bundle, tmp_path / small_bundle.name))
