@@ -1,0 +1,140 @@
+"""Image decoding and encoding with OpenCV: every odd input a user can hand us."""
+
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from styleship.errors import InputError
+from styleship.runtime import image as im
+
+
+def _exif_orientation(value: int) -> np.ndarray:
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, value, 0)
+    return np.frombuffer(tiff + struct.pack("<I", 0), np.uint8)
+
+
+def _stripe() -> np.ndarray:
+    """40×80 BGR: left quarter red, rest black."""
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[:, :20] = (0, 0, 255)
+    return img
+
+
+def test_exif_rotated_photo_comes_out_upright():
+    ok, buf = cv2.imencodeWithMetadata(
+        ".jpg", _stripe(), [cv2.IMAGE_METADATA_EXIF], [_exif_orientation(6)]
+    )
+    assert ok
+    img = im.decode(buf.tobytes())
+    assert img.rgb.shape == (80, 40, 3)  # rotated 90° clockwise
+    assert img.rgb[5, 20, 0] > 0.8 and img.rgb[75, 20, 0] < 0.2  # the red stripe is now on top
+    # OpenCV's own orientation handling (IMREAD_COLOR) agrees with ours.
+    ref = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) / 255.0
+    assert np.abs(ref - img.rgb).max() < 1e-6
+
+
+def test_grayscale_rgba_and_16bit(tmp_path):
+    gray = (np.arange(64 * 32) % 256).astype(np.uint8).reshape(32, 64)
+    g = im.decode(cv2.imencode(".png", gray)[1].tobytes())
+    assert (
+        g.rgb.shape == (32, 64, 3) and np.allclose(g.rgb[..., 0], g.rgb[..., 2]) and g.alpha is None
+    )
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., 3] = np.linspace(0, 255, 32).astype(np.uint8)
+    a = im.decode(cv2.imencode(".png", rgba)[1].tobytes())
+    assert a.alpha is not None and abs(a.alpha[0, -1] - 1.0) < 1e-6 and a.alpha[0, 0] == 0
+    deep = np.full((16, 16, 3), 40000, np.uint16)
+    d = im.decode(cv2.imencode(".png", deep)[1].tobytes())
+    assert d.bit_depth == 16 and abs(d.rgb[0, 0, 0] - 40000 / 65535) < 1e-6
+    out = tmp_path / "deep.png"
+    im.write_image(out, d)
+    back = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and back[0, 0, 0] == 40000
+
+
+def test_cmyk_jpeg_is_converted():
+    PIL = pytest.importorskip("PIL.Image")
+    import io
+
+    buf = io.BytesIO()
+    PIL.new("CMYK", (32, 24), (0, 255, 255, 0)).save(buf, "JPEG", quality=95)  # pure red in CMYK
+    img = im.decode(buf.getvalue())
+    assert img.rgb.shape == (24, 32, 3)
+    r, g, b = img.rgb[12, 16]
+    assert r > 0.8 and g < 0.2 and b < 0.2
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".bmp", ".gif"])
+def test_declared_size_reads_headers(ext):
+    if ext == ".gif":
+        data = b"GIF89a" + struct.pack("<HH", 123, 45) + b"\0" * 20
+    else:
+        data = cv2.imencode(ext, np.zeros((45, 123, 3), np.uint8))[1].tobytes()
+    assert im.declared_size(data) == (123, 45)
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    # A PNG header that declares 100000×100000 with no pixel data behind it.
+    header = (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 100000, 100000)
+    )
+    with pytest.raises(InputError, match="over the 40 MP limit"):
+        im.decode(header + b"\x08\x02\x00\x00\x00" + b"\0" * 4)
+    small = cv2.imencode(".png", np.zeros((100, 100, 3), np.uint8))[1].tobytes()
+    with pytest.raises(InputError, match="MP limit"):
+        im.decode(small, max_pixels=5000)
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_truncated_files_are_refused(assets, ext):
+    photo = cv2.imread(str(assets / "content" / "chelsea.jpg"))
+    data = cv2.imencode(ext, photo)[1].tobytes()
+    with pytest.raises(InputError, match="truncated"):
+        im.decode(data[: len(data) // 2], "cut" + ext)
+
+
+def test_unreadable_inputs(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello, I am not a JPEG\n")
+    with pytest.raises(InputError, match="empty"):
+        im.read_image(tmp_path / "empty.jpg")
+    with pytest.raises(InputError, match="not a readable image"):
+        im.read_image(tmp_path / "text.jpg")
+    with pytest.raises(InputError, match="is a directory"):
+        im.read_image(tmp_path)
+    with pytest.raises(InputError, match="no such file"):
+        im.read_image(tmp_path / "missing.png")
+
+
+def test_pad_and_min_size():
+    rgb = np.random.default_rng(0).random((37, 50, 3), dtype=np.float32)
+    padded = im.pad_to_multiple(rgb)
+    assert padded.shape == (40, 56, 3) and np.array_equal(padded[:37, :50], rgb)
+    assert np.array_equal(padded[37, :50], rgb[35])  # reflection without repeating the edge
+    with pytest.raises(InputError, match="at least 16 px"):
+        im.check_min_size(np.zeros((1, 1, 3), np.float32), "content image")
+
+
+def test_write_is_atomic_and_checks_the_directory(tmp_path):
+    img = im.Image(np.full((16, 16, 3), 0.5, np.float32))
+    with pytest.raises(InputError, match="does not exist"):
+        im.write_image(tmp_path / "nope" / "a.png", img)
+    with pytest.raises(InputError, match="cannot write .txt"):
+        im.write_image(tmp_path / "a.txt", img)
+    im.write_image(tmp_path / "a.png", img)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temp file left behind
+
+
+def test_preserve_color_keeps_content_chroma():
+    rng = np.random.default_rng(1)
+    content = rng.random((16, 16, 3), dtype=np.float32)
+    styled = np.repeat(rng.random((16, 16, 1), dtype=np.float32), 3, axis=2)  # gray
+    out = im.preserve_color(styled, content)
+    ycc_out = cv2.cvtColor(out, cv2.COLOR_RGB2YCrCb)
+    ycc_c = cv2.cvtColor(content, cv2.COLOR_RGB2YCrCb)
+    ycc_s = cv2.cvtColor(styled, cv2.COLOR_RGB2YCrCb)
+    inside = (out > 0.01).all(-1) & (out < 0.99).all(-1)  # where no clipping happened
+    assert np.abs(ycc_out[..., 1:] - ycc_c[..., 1:])[inside].max() < 1e-3
+    assert np.abs(ycc_out[..., 0] - ycc_s[..., 0])[inside].max() < 1e-3
