@@ -20,8 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 
@@ -241,7 +241,7 @@ def stylize(
     else:
         for r in results:
             (err if r.error else out).print(
-                f"{'error' if r.error else 'wrote'}: {r.error or r.output}"
+                f"{'error' if r.error else 'wrote'}: {r.error or r.output}", markup=False
             )
     if failed:
         err.print(f"{len(failed)} of {len(results)} images failed")

@@ -36,8 +36,10 @@ def test_graphs_are_valid_onnx_with_named_dynamic_axes(small_bundle):
         model = onnx.load(str(small_bundle / f"{graph}.onnx"))
         onnx.checker.check_model(model, full_check=True)
         assert model.opset_import[0].version == exporter.OPSET
-        dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
-                for i in model.graph.input}  # fmt: skip
+        dims = {
+            i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            for i in model.graph.input
+        }
         if "content" in dims:
             assert dims["content"] == ["batch", 3, "height", "width"]
         ops = {n.op_type for n in model.graph.node}

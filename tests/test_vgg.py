@@ -1,6 +1,5 @@
 """VGG-19 layouts and weight sources."""
 
-import os
 import subprocess
 import sys
 

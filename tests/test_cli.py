@@ -1,0 +1,232 @@
+"""The command line as a user meets it: one-line errors, exit codes, nothing partial."""
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from conftest import run_cli
+
+
+def _one_line_error(proc, pattern: str) -> None:
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr
+    assert any(line.startswith("error:") and pattern in line for line in lines), proc.stderr
+
+
+@pytest.mark.parametrize(
+    "command", ["doctor", "init", "import", "export", "inspect", "stylize", "demo"]
+)
+def test_help_shows_an_example(command):
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0 and "Example" in proc.stdout
+
+
+def test_bad_usage_exits_2(small_bundle):
+    assert run_cli("stylize").returncode == 2
+    assert run_cli("nosuchcommand").returncode == 2
+
+
+def test_doctor_json():
+    proc = run_cli("doctor", "--json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["backends"]["ort-cpu"] == "available"
+    assert report["problems"] == []
+
+
+def test_inspect(small_bundle):
+    proc = run_cli("inspect", small_bundle, "--json")
+    data = json.loads(proc.stdout)
+    assert data["family"] == "stvae" and data["parity"]["passed"]
+    human = run_cli("inspect", small_bundle)
+    assert "UNTRAINED" in human.stdout
+
+
+@pytest.fixture
+def mixed_inputs(tmp_path, contents):
+    """A directory with two good photos and the bad inputs of the issue's list."""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(contents[0], d / "good1.jpg")
+    shutil.copy(contents[1], d / "good2.jpg")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "text.jpg").write_text("not an image")
+    data = contents[2].read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    cv2.imwrite(str(d / "tiny.png"), np.zeros((1, 1, 3), np.uint8))
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 9000, 9000)
+    (d / "huge.png").write_bytes(header + b"\x08\x02\x00\x00\x00" + b"\0" * 4 + b"IEND")
+    return d
+
+
+def test_bad_files_are_reported_and_the_rest_written(small_bundle, styles, mixed_inputs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = run_cli(
+        "stylize",
+        mixed_inputs,
+        "-m",
+        small_bundle,
+        "-s",
+        styles[0],
+        "-o",
+        out,
+        "--max-size",
+        "96",
+        "--json",
+    )
+    assert proc.returncode == 1
+    results = {r["input"].split("/")[-1]: r for r in json.loads(proc.stdout)["results"]}
+    assert results["good1.jpg"]["error"] is None and results["good2.jpg"]["error"] is None
+    assert "empty" in results["empty.jpg"]["error"]
+    assert "not a readable image" in results["text.jpg"]["error"]
+    assert "truncated" in results["truncated.jpg"]["error"]
+    assert "at least 16 px" in results["tiny.png"]["error"]
+    assert "MP limit" in results["huge.png"]["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["good1_stylized.jpg", "good2_stylized.jpg"]
+
+
+def test_exif_rotated_photo_is_stylized_upright(small_bundle, styles, tmp_path):
+    img = np.zeros((40, 80, 3), np.uint8)
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)
+    exif = np.frombuffer(tiff + b"\0\0\0\0", np.uint8)
+    _ok, buf = cv2.imencodeWithMetadata(".jpg", img, [cv2.IMAGE_METADATA_EXIF], [exif])
+    (tmp_path / "rot.jpg").write_bytes(buf.tobytes())
+    proc = run_cli(
+        "stylize", tmp_path / "rot.jpg", "-m", small_bundle, "-s", styles[0], "-o", tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert cv2.imread(str(tmp_path / "rot_stylized.jpg")).shape[:2] == (80, 40)
+
+
+def test_output_equal_to_input_is_refused(small_bundle, styles, contents, tmp_path):
+    src = tmp_path / "photo.jpg"
+    shutil.copy(contents[0], src)
+    before = src.read_bytes()
+    proc = run_cli(
+        "stylize", src, "-m", small_bundle, "-s", styles[0], "-o", tmp_path, "--suffix", ""
+    )
+    assert proc.returncode == 1 and "would overwrite an input" in proc.stderr
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.jpg"], "no such file"),
+        (["."], "no images found"),
+    ],
+)
+def test_missing_inputs(small_bundle, styles, tmp_path, args, message):
+    proc = run_cli(
+        "stylize", *args, "-m", small_bundle, "-s", styles[0], "-o", tmp_path, cwd=tmp_path
+    )
+    assert proc.returncode == 1 and message in proc.stderr
+
+
+def test_unwritable_output_directory(small_bundle, styles, contents, tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    proc = run_cli("stylize", contents[0], "-m", small_bundle, "-s", styles[0], "-o", target)
+    _one_line_error(proc, "output directory does not exist")
+    proc = run_cli("stylize", contents[0], "-m", small_bundle, "-s", styles[0], "-o", "/proc")
+    assert proc.returncode == 1 and "/proc" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("*stylized*"))
+
+
+def test_bad_style_and_bundle(small_bundle, bundle_copy, contents, tmp_path):
+    (tmp_path / "style.jpg").write_text("not an image")
+    proc = run_cli(
+        "stylize", contents[0], "-m", small_bundle, "-s", tmp_path / "style.jpg", "-o", tmp_path
+    )
+    assert proc.returncode == 1 and "not a readable image" in proc.stderr
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["files"]["fused.onnx"] = "0" * 64
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    proc = run_cli("stylize", contents[0], "-m", bundle_copy, "-s", contents[1], "-o", tmp_path)
+    _one_line_error(proc, "does not match its sha256")
+
+
+def test_export_with_a_missing_tensor_names_it(small_checkpoint, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(small_checkpoint)
+    del tensors["encoder.conv4.bias"]
+    save_file(tensors, tmp_path / "broken.safetensors")
+    shutil.copy(small_checkpoint.with_suffix(".json"), tmp_path / "broken.json")
+    proc = run_cli("export", tmp_path / "broken", "-o", tmp_path / "b.stvae")
+    _one_line_error(proc, "encoder.conv4.bias")
+    assert not (tmp_path / "b.stvae").exists()
+
+
+def test_import_refuses_pickled_code(tmp_path):
+    pytest.importorskip("torch")
+    marker = tmp_path / "pwned"
+    script = (
+        "import os, torch\n"
+        "class Evil:\n"
+        f"    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
+        f"torch.save({{'conv1.weight': Evil()}}, r'{tmp_path / 'vgg_r41.pth'}')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    proc = run_cli(
+        "import",
+        "stvae",
+        "--encoder",
+        tmp_path / "vgg_r41.pth",
+        "--decoder",
+        tmp_path / "x.pth",
+        "--matrix",
+        tmp_path / "y.pth",
+        "-o",
+        tmp_path / "out",
+    )
+    _one_line_error(proc, "refused")
+    assert not marker.exists() and not (tmp_path / "out.json").exists()
+
+
+def test_init_export_stylize_round_trip(tmp_path, contents, styles):
+    assert (
+        run_cli(
+            "init",
+            "stvae",
+            "--width",
+            "0.125",
+            "--z-dim",
+            "32",
+            "--vgg",
+            "random:1",
+            "-o",
+            tmp_path / "tiny",
+        ).returncode
+        == 0
+    )
+    proc = run_cli("export", tmp_path / "tiny", "-o", tmp_path / "tiny.stvae", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["parity"]["passed"]
+    proc = run_cli(
+        "stylize",
+        contents[3],
+        "-m",
+        tmp_path / "tiny.stvae",
+        "-s",
+        styles[0],
+        "-s",
+        styles[1],
+        "--weights",
+        "0.7,0.3",
+        "--alpha",
+        "0.8",
+        "--preserve-color",
+        "-o",
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / f"{contents[3].stem}_stylized.jpg").is_file()
+    proc = run_cli("init", "stvae", "-o", tmp_path / "nov")
+    _one_line_error(proc, "no VGG-19 weights")
