@@ -26,8 +26,8 @@ test: install
 	$(MAKE) lint
 
 lint: install
-	$(VENV)/bin/ruff check styleship tests
-	$(VENV)/bin/ruff format --check styleship tests
+	$(VENV)/bin/ruff check styleship tests benchmarks
+	$(VENV)/bin/ruff format --check styleship tests benchmarks
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

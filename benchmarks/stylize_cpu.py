@@ -1,0 +1,110 @@
+"""Stylizer latency on this CPU: ONNX Runtime vs PyTorch eager, narrow and full width.
+
+A stop-gap until the benchmark suite lands (issue "Benchmark suite"): it times
+the `stylizer` graph (content image + cached style code -> image), batch 1,
+after warm-up, and writes JSON + Markdown under benchmarks/results/<machine>/.
+Weights are seeded random (`random:0`): latency does not depend on their values.
+
+    .venv/bin/python benchmarks/stylize_cpu.py --machine cpu-2core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from styleship.export.onnx import export_bundle
+from styleship.models.checkpoint import save_checkpoint
+from styleship.models.registry import get_family
+from styleship.runtime.backends import create_backend
+from styleship.runtime.bundle import Bundle
+
+MODELS = {"narrow": {"width": 0.25, "z_dim": 64}, "full": {"width": 1.0, "z_dim": 256}}
+
+
+def _time(fn, warmup: int, iters: int, min_seconds: float) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < iters or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--sizes", default="256,512")
+    ap.add_argument("--iters", type=int, default=10)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    spec = get_family("stvae")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, cfg in MODELS.items():
+            model, weights = spec.create(spec.config_from_dict(cfg), "random:0")
+            ckpt = save_checkpoint(Path(tmp) / label, "stvae", model, weights)
+            bundle = Bundle.load(export_bundle(ckpt, Path(tmp) / f"{label}.stvae"))
+            rng = np.random.default_rng(0)
+            style = rng.random((1, 3, 256, 256), dtype=np.float32)
+            with torch.no_grad():
+                code = {
+                    k: v.numpy() for k, v in model.encode_style(torch.from_numpy(style)).items()
+                }
+            backend = create_backend("ort-cpu")
+            backend.load(bundle, "stylizer")
+            for size in sizes:
+                content = rng.random((1, 3, size, size), dtype=np.float32)
+                feed = {"content": content, **code, "alpha": np.ones(1, np.float32)}
+                tfeed = {k: torch.from_numpy(v) for k, v in feed.items()}
+
+                def run_torch(tfeed=tfeed):
+                    with torch.no_grad():
+                        model.stylize(**tfeed)
+
+                for engine, fn in (
+                    ("ort-cpu", lambda f=feed: backend.run(f)),
+                    ("torch-eager", run_torch),
+                ):
+                    ms = _time(fn, warmup=2, iters=args.iters, min_seconds=2.0)
+                    rows.append({
+                        "model": label, "width": cfg["width"], "backend": engine, "size": size,
+                        "batch": 1, "iters": len(ms), "p50_ms": statistics.median(ms),
+                        "mean_ms": statistics.fmean(ms), "min_ms": min(ms),
+                    })  # fmt: skip
+                    print(rows[-1])
+            backend.close()
+    env = {"machine": args.machine, "cpu": platform.processor() or platform.machine(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "weights": "random:0 (latency only)"}  # fmt: skip
+    import onnxruntime
+
+    env["onnxruntime"] = onnxruntime.__version__
+    out = Path(__file__).parent / "results" / args.machine
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stylize_cpu.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
+    lines = [
+        "| model | size | ORT CPU p50 (ms) | torch eager p50 (ms) | speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    for label in MODELS:
+        for size in sizes:
+            o, t = (next(r["p50_ms"] for r in rows if r["model"] == label and r["size"] == size
+                         and r["backend"] == b) for b in ("ort-cpu", "torch-eager"))  # fmt: skip
+            lines.append(f"| {label} | {size}² | {o:.1f} | {t:.1f} | {t / o:.2f}× |")
+    (out / "stylize_cpu.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
