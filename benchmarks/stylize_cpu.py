@@ -68,12 +68,12 @@ def main() -> None:
                 feed = {"content": content, **code, "alpha": np.ones(1, np.float32)}
                 tfeed = {k: torch.from_numpy(v) for k, v in feed.items()}
 
-                def run_torch(tfeed=tfeed):
+                def run_torch(tfeed=tfeed, model=model):
                     with torch.no_grad():
                         model.stylize(**tfeed)
 
                 for engine, fn in (
-                    ("ort-cpu", lambda f=feed: backend.run(f)),
+                    ("ort-cpu", lambda f=feed, b=backend: b.run(f)),
                     ("torch-eager", run_torch),
                 ):
                     ms = _time(fn, warmup=2, iters=args.iters, min_seconds=2.0)
