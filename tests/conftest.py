@@ -30,6 +30,17 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def write_pickled_code(path: Path, key: str, marker: Path) -> None:
+    """A .pth whose unpickling would run `touch marker`: what weights_only must refuse."""
+    script = (
+        "import os, torch\n"
+        "class Evil:\n"
+        f"    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
+        f"torch.save({{{key!r}: Evil()}}, r'{path}')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     return ASSETS

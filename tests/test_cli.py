@@ -3,13 +3,11 @@
 import json
 import shutil
 import struct
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, write_pickled_code
 
 
 def _one_line_error(proc, pattern: str) -> None:
@@ -167,13 +165,7 @@ def test_export_with_a_missing_tensor_names_it(small_checkpoint, tmp_path):
 def test_import_refuses_pickled_code(tmp_path):
     pytest.importorskip("torch")
     marker = tmp_path / "pwned"
-    script = (
-        "import os, torch\n"
-        "class Evil:\n"
-        f"    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
-        f"torch.save({{'conv1.weight': Evil()}}, r'{tmp_path / 'vgg_r41.pth'}')\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=True)
+    write_pickled_code(tmp_path / "vgg_r41.pth", "conv1.weight", marker)
     proc = run_cli(
         "import",
         "stvae",

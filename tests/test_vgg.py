@@ -1,11 +1,10 @@
 """VGG-19 layouts and weight sources."""
 
-import subprocess
-import sys
-
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from conftest import write_pickled_code  # noqa: E402
 
 from styleship.errors import ModelError  # noqa: E402
 from styleship.models.vgg import (  # noqa: E402
@@ -74,13 +73,7 @@ def test_pretrained_weights_only_at_full_width(tmp_path):
 
 def test_pickled_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    script = (
-        "import os, torch\n"
-        "class Evil:\n"
-        f"    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
-        f"torch.save({{'features.0.weight': Evil()}}, r'{tmp_path / 'evil.pth'}')\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=True)
+    write_pickled_code(tmp_path / "evil.pth", "features.0.weight", marker)
     with pytest.raises(ModelError, match="refused"):
         resolve_vgg19(str(tmp_path / "evil.pth"))
     assert not marker.exists()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from styleship import _atomic
+from styleship._jsonfile import read_versioned
 from styleship.errors import InputError, ModelError
 from styleship.models.registry import get_family
 
@@ -93,15 +94,7 @@ def read_meta(path: str | Path) -> dict:
     for p in (meta_path, tensors_path):
         if not p.is_file():
             raise InputError(f"checkpoint file not found: {p}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelError(f"{meta_path}: not a styleship checkpoint")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelError(f"{meta_path}: written by a newer styleship; upgrade to load it")
-    return meta
+    return read_versioned(meta_path, FORMAT, FORMAT_VERSION, "checkpoint")
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:

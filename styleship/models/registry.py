@@ -15,30 +15,10 @@ from dataclasses import dataclass, fields
 from torch import nn
 
 from styleship.errors import InputError, ModelError
+from styleship.runtime.bundle import TensorSpec
 
-# Input kinds the runtime knows how to feed: images, the strength α, and code
-# tensors produced by another graph of the same bundle.
-KINDS = ("content", "style", "strength", "code", "image")
 # Spatial axes are multiples of 8 (the encoders downsample 8×).
 SPATIAL_AXES = ("height", "width", "style_height", "style_width")
-
-
-@dataclass(frozen=True)
-class TensorDef:
-    """One graph input or output. Dimensions are ints or named dynamic axes."""
-
-    name: str
-    shape: tuple[int | str, ...]
-    kind: str
-    dtype: str = "float32"
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "kind": self.kind,
-            "dtype": self.dtype,
-        }
 
 
 @dataclass(frozen=True)
@@ -47,8 +27,8 @@ class GraphDef:
 
     name: str
     wrap: Callable[[nn.Module], nn.Module]
-    inputs: tuple[TensorDef, ...]
-    outputs: tuple[TensorDef, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from styleship.models.registry import FamilySpec, GraphDef, TensorDef, register_family
+from styleship.models.registry import FamilySpec, GraphDef, register_family
 from styleship.models.stvae import STVAE, STVAEConfig, StyleEncoderGraph, StylizerGraph
 from styleship.models.vgg import resolve_vgg19
+from styleship.runtime.bundle import TensorSpec
 
 _IMAGE = ("batch", 3, "height", "width")
 _STYLE = ("batch", 3, "style_height", "style_width")
@@ -16,20 +17,20 @@ _STYLE = ("batch", 3, "style_height", "style_width")
 def _graphs(cfg: STVAEConfig) -> tuple[GraphDef, ...]:
     z, m = cfg.z_dim, cfg.matrix_size
     code = (
-        TensorDef("style_mu", ("batch", z), "code"),
-        TensorDef("style_sigma", ("batch", z), "code"),
-        TensorDef("style_matrix", ("batch", m, m), "code"),
+        TensorSpec("style_mu", ("batch", z), "code"),
+        TensorSpec("style_sigma", ("batch", z), "code"),
+        TensorSpec("style_matrix", ("batch", m, m), "code"),
     )
-    content = TensorDef("content", _IMAGE, "content")
-    alpha = TensorDef("alpha", ("batch",), "strength")
-    image = TensorDef("image", _IMAGE, "image")
+    content = TensorSpec("content", _IMAGE, "content")
+    alpha = TensorSpec("alpha", ("batch",), "strength")
+    image = TensorSpec("image", _IMAGE, "image")
     return (
-        GraphDef("style_encoder", StyleEncoderGraph, (TensorDef("style", _STYLE, "style"),), code),
+        GraphDef("style_encoder", StyleEncoderGraph, (TensorSpec("style", _STYLE, "style"),), code),
         GraphDef("stylizer", StylizerGraph, (content, *code, alpha), (image,)),
         GraphDef(
             "fused",
             lambda model: model,
-            (content, TensorDef("style", _STYLE, "style"), alpha),
+            (content, TensorSpec("style", _STYLE, "style"), alpha),
             (image,),
         ),
     )

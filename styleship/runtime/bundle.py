@@ -6,12 +6,12 @@ lists, so a changed or corrupt file is an error, never a silent wrong answer.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from styleship._hashing import sha256_file, sha256_json
+from styleship._jsonfile import read_versioned
 from styleship.errors import InputError, ModelError
 
 FORMAT = "styleship-bundle"
@@ -21,7 +21,12 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A graph input or output as the manifest declares it (str dims are dynamic)."""
+    """A graph input or output as the manifest declares it (str dims are dynamic).
+
+    `kind` tells the runtime what to feed: `content` or `style` images, the
+    `strength` α, or a `code` tensor produced by another graph; outputs are
+    `code` or `image`.
+    """
 
     name: str
     shape: tuple[int | str, ...]
@@ -31,6 +36,14 @@ class TensorSpec:
     @classmethod
     def from_dict(cls, d: dict) -> TensorSpec:
         return cls(d["name"], tuple(d["shape"]), d["kind"], d.get("dtype", "float32"))
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "kind": self.kind,
+            "dtype": self.dtype,
+        }
 
 
 @dataclass(frozen=True)
@@ -56,18 +69,7 @@ class Bundle:
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             raise ModelError(f"{path}: no {MANIFEST}; is this a bundle from `styleship export`?")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{manifest_path}: not valid JSON ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ModelError(f"{manifest_path}: not a styleship bundle manifest")
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelError(
-                f"{path}: bundle format {version} is newer than this styleship reads "
-                f"({FORMAT_VERSION}); upgrade styleship"
-            )
+        manifest = read_versioned(manifest_path, FORMAT, FORMAT_VERSION, "bundle manifest")
         bundle = cls(path, manifest)
         if verify:
             bundle.verify()
