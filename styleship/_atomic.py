@@ -16,6 +16,13 @@ from pathlib import Path
 from styleship.errors import InputError
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _check_parent(path: Path) -> None:
     parent = path.parent
     if not parent.is_dir():
@@ -33,6 +40,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as exc:
         raise InputError(f"cannot write to {path.parent}: {exc.strerror}") from None
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -63,6 +72,7 @@ def staged_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists (pass --force to replace it)")
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    stage.chmod(0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield stage
         if target.exists():

@@ -138,3 +138,14 @@ def test_preserve_color_keeps_content_chroma():
     inside = (out > 0.01).all(-1) & (out < 0.99).all(-1)  # where no clipping happened
     assert np.abs(ycc_out[..., 1:] - ycc_c[..., 1:])[inside].max() < 1e-3
     assert np.abs(ycc_out[..., 0] - ycc_s[..., 0])[inside].max() < 1e-3
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        im.write_image(tmp_path / "a.png", im.Image(np.zeros((16, 16, 3), np.float32)))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
