@@ -1,4 +1,4 @@
-"""Stylizer latency on this CPU: ONNX Runtime vs PyTorch eager, narrow and full width.
+"""Stylizer latency on this CPU: ONNX Runtime vs PyTorch eager, both families, two widths.
 
 A stop-gap until the benchmark suite lands (issue "Benchmark suite"): it times
 the `stylizer` graph (content image + cached style code -> image), batch 1,
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from styleship.export.onnx import export_bundle
 from styleship.models.checkpoint import save_checkpoint
@@ -27,7 +28,12 @@ from styleship.models.registry import get_family
 from styleship.runtime.backends import create_backend
 from styleship.runtime.bundle import Bundle
 
-MODELS = {"narrow": {"width": 0.25, "z_dim": 64}, "full": {"width": 1.0, "z_dim": 256}}
+MODELS = {
+    ("stvae", "narrow"): ({"width": 0.25, "z_dim": 64}, "random:0"),
+    ("stvae", "full"): ({"width": 1.0, "z_dim": 256}, "random:0"),
+    ("vqvae", "narrow"): ({"width": 0.25}, None),
+    ("vqvae", "full"): ({"width": 1.0}, None),
+}
 
 
 def _time(fn, warmup: int, iters: int, min_seconds: float) -> list[float]:
@@ -48,13 +54,14 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    spec = get_family("stvae")
-    rows = []
+    rows, models = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, cfg in MODELS.items():
-            model, weights = spec.create(spec.config_from_dict(cfg), "random:0")
-            ckpt = save_checkpoint(Path(tmp) / label, "stvae", model, weights)
-            bundle = Bundle.load(export_bundle(ckpt, Path(tmp) / f"{label}.stvae"))
+        for (family, label), (cfg, vgg) in MODELS.items():
+            spec = get_family(family)
+            model, weights = spec.create(spec.config_from_dict(cfg), vgg, seed=0)
+            name = f"{family}-{label}"
+            ckpt = save_checkpoint(Path(tmp) / name, family, model, weights)
+            bundle = Bundle.load(export_bundle(ckpt, Path(tmp) / name))
             rng = np.random.default_rng(0)
             style = rng.random((1, 3, 256, 256), dtype=np.float32)
             with torch.no_grad():
@@ -63,10 +70,14 @@ def main() -> None:
                 }
             backend = create_backend("ort-cpu")
             backend.load(bundle, "stylizer")
+            info = {"model": name, "parameters": sum(p.numel() for p in model.parameters())}
             for size in sizes:
                 content = rng.random((1, 3, size, size), dtype=np.float32)
                 feed = {"content": content, **code, "alpha": np.ones(1, np.float32)}
                 tfeed = {k: torch.from_numpy(v) for k, v in feed.items()}
+                with torch.no_grad(), FlopCounterMode(display=False) as flops:
+                    model.stylize(**tfeed)
+                info[f"gflop_{size}"] = flops.get_total_flops() / 1e9
 
                 def run_torch(tfeed=tfeed, model=model):
                     with torch.no_grad():
@@ -77,32 +88,61 @@ def main() -> None:
                     ("torch-eager", run_torch),
                 ):
                     ms = _time(fn, warmup=2, iters=args.iters, min_seconds=2.0)
-                    rows.append({
-                        "model": label, "width": cfg["width"], "backend": engine, "size": size,
-                        "batch": 1, "iters": len(ms), "p50_ms": statistics.median(ms),
-                        "mean_ms": statistics.fmean(ms), "min_ms": min(ms),
-                    })  # fmt: skip
+                    rows.append(
+                        {
+                            "model": name,
+                            "width": cfg["width"],
+                            "backend": engine,
+                            "size": size,
+                            "batch": 1,
+                            "iters": len(ms),
+                            "p50_ms": statistics.median(ms),
+                            "mean_ms": statistics.fmean(ms),
+                            "min_ms": min(ms),
+                        }
+                    )
                     print(rows[-1])
             backend.close()
-    env = {"machine": args.machine, "cpu": platform.processor() or platform.machine(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "weights": "random:0 (latency only)"}  # fmt: skip
+            models.append(info)
+            print(info)
+    env = {
+        "machine": args.machine,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "weights": "random:0 (latency only)",
+    }
     import onnxruntime
 
     env["onnxruntime"] = onnxruntime.__version__
     out = Path(__file__).parent / "results" / args.machine
     out.mkdir(parents=True, exist_ok=True)
-    (out / "stylize_cpu.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
+    (out / "stylize_cpu.json").write_text(
+        json.dumps({"environment": env, "models": models, "rows": rows}, indent=2)
+    )
     lines = [
         "| model | size | ORT CPU p50 (ms) | torch eager p50 (ms) | speed-up |",
         "|---|---|---|---|---|",
     ]
     for label in MODELS:
         for size in sizes:
-            o, t = (next(r["p50_ms"] for r in rows if r["model"] == label and r["size"] == size
-                         and r["backend"] == b) for b in ("ort-cpu", "torch-eager"))  # fmt: skip
-            lines.append(f"| {label} | {size}² | {o:.1f} | {t:.1f} | {t / o:.2f}× |")
-    (out / "stylize_cpu.md").write_text("\n".join(lines) + "\n")
+            o, t = (
+                next(
+                    r["p50_ms"]
+                    for r in rows
+                    if r["model"] == label and r["size"] == size and r["backend"] == b
+                )
+                for b in ("ort-cpu", "torch-eager")
+            )
+            lines.append(
+                f"| {label} | {info['parameters'] / 1e6:.2f} M | {size}² | "
+                f"{info[f'gflop_{size}']:.1f} | {o:.1f} | {t:.1f} | {t / o:.2f}× |"
+            )
+    header = (
+        f"Stylizer graph latency, batch 1, {env['threads']} threads, seeded random weights "
+        f"(latency only), on {args.machine}; produced by benchmarks/stylize_cpu.py.\n\n"
+    )
+    (out / "stylize_cpu.md").write_text(header + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

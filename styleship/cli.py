@@ -64,29 +64,47 @@ def doctor(as_json: bool = JSON_OPT) -> None:
         raise typer.Exit(1)
 
 
+def _settings(items: list[str]) -> dict:
+    """`key=value` pairs; values parse as JSON (numbers, booleans) or stay strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 @app.command()
 def init(
-    family: str = typer.Argument(..., help="Model family, e.g. stvae."),
+    family: str = typer.Argument(..., help="Model family: stvae or vqvae."),
     out_path: Path = typer.Option(
         ..., "-o", "--out", help="Checkpoint name (writes NAME.safetensors + NAME.json)."
     ),
     width: float = typer.Option(1.0, help="Width multiplier: 1.0 is the paper's network."),
-    z_dim: int = typer.Option(256, help="VAE latent size."),
-    vgg: str = typer.Option(
-        None, help="VGG-19 weights: PATH, hub, or random:SEED (not pretrained)."
+    config: list[str] = typer.Option(
+        [], "--set", help="Other config fields, e.g. --set z_dim=64 or --set codebook_size=512."
     ),
+    vgg: str = typer.Option(
+        None, help="stvae: VGG-19 weights for the encoder: PATH, hub, or random:SEED."
+    ),
+    seed: int = typer.Option(0, help="Seed for the freshly initialised parts."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Create a new, untrained checkpoint whose encoder comes from VGG-19.
+    """Create a new, untrained checkpoint (ST-VAE: its encoder comes from VGG-19).
 
-    Example: styleship init stvae --width 0.25 --z-dim 64 --vgg random:0 -o build/stvae-small
+    Example: styleship init stvae --width 0.25 --set z_dim=64 --vgg random:0 -o build/stvae-small
     """
     from styleship.models.checkpoint import save_checkpoint
     from styleship.models.registry import get_family
 
     spec = get_family(family)
-    config = spec.config_from_dict({"width": width, "z_dim": z_dim})
-    model, weights = spec.create(config, vgg)
+    model, weights = spec.create(
+        spec.config_from_dict({"width": width, **_settings(config)}), vgg, seed
+    )
     path = save_checkpoint(out_path, spec.name, model, weights)
     _print({"checkpoint": str(path), "weights": weights}, as_json, f"wrote {path}")
 
@@ -133,7 +151,7 @@ def export(
     with err.status("exporting") as status:
         path = export_bundle(checkpoint, out_dir, force=force, log=lambda m: status.update(m))
     manifest = json.loads((path / "manifest.json").read_text())
-    worst = max(r["max_abs"] for r in manifest["parity"]["results"])
+    worst = max(r.get("max_abs", 0.0) for r in manifest["parity"]["results"])
     _print(
         {"bundle": str(path), "parity": manifest["parity"]},
         as_json,
@@ -160,6 +178,7 @@ def inspect(
         "config": m["config"],
         "opset": m["opset"],
         "graphs": ", ".join(f"{g} ({', '.join(i.files)})" for g, i in b.graphs.items()),
+        "model": ", ".join(f"{k}={v}" for k, v in m.get("model_info", {}).items()),
         "weights": "UNTRAINED (random/demo)" if b.untrained else "trained",
         "parity": f"{'passed' if parity.get('passed') else 'FAILED'} on {parity.get('backend')}",
         "created": m.get("created"),

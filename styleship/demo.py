@@ -36,7 +36,7 @@ def _random_bundle(out_dir: Path, log: Callable[[str], None]) -> Path:
         return bundle
     spec = get_family("stvae")
     log("creating an untrained ST-VAE (seeded random weights)")
-    model, weights = spec.create(spec.config_from_dict(DEMO_CONFIG), DEMO_VGG)
+    model, weights = spec.create(spec.config_from_dict(DEMO_CONFIG), DEMO_VGG, seed=0)
     ckpt = save_checkpoint(out_dir / "stvae-random", spec.name, model, weights)
     return export_bundle(ckpt, bundle, log=log)
 

@@ -63,7 +63,7 @@ def small_checkpoint(tmp_path_factory) -> Path:
     from styleship.models.registry import get_family
 
     spec = get_family("stvae")
-    model, weights = spec.create(spec.config_from_dict(SMALL), "random:0")
+    model, weights = spec.create(spec.config_from_dict(SMALL), "random:0", seed=0)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "small", "stvae", model, weights)
 
 
@@ -78,3 +78,19 @@ def small_bundle(small_checkpoint, tmp_path_factory) -> Path:
 def bundle_copy(small_bundle, tmp_path) -> Path:
     """A private copy to tamper with."""
     return Path(shutil.copytree(small_bundle, tmp_path / small_bundle.name))
+
+
+@pytest.fixture(scope="session")
+def vq_bundle(tmp_path_factory) -> Path:
+    """A narrow VQ-VAE (seeded random weights, 256 codes) exported once per session."""
+    pytest.importorskip("torch")
+    from styleship.export.onnx import export_bundle
+    from styleship.models.checkpoint import save_checkpoint
+    from styleship.models.registry import get_family
+
+    spec = get_family("vqvae")
+    cfg = spec.config_from_dict({"width": 0.125, "codebook_size": 256})
+    model, weights = spec.create(cfg, None, seed=0)
+    root = tmp_path_factory.mktemp("vq")
+    ckpt = save_checkpoint(root / "vq", "vqvae", model, weights)
+    return export_bundle(ckpt, root / "vq.vqvae")

@@ -37,11 +37,13 @@ class FamilySpec:
     description: str
     config_cls: type
     build: Callable[[object], nn.Module]
-    # (config, VGG source) -> (model with its pretrained parts loaded, weights provenance)
-    create: Callable[[object, str | None], tuple[nn.Module, dict]]
+    # (config, VGG source, seed) -> (model with its pretrained parts loaded, weights provenance)
+    create: Callable[[object, str | None, int], tuple[nn.Module, dict]]
     graphs: Callable[[object], tuple[GraphDef, ...]]
     # style-code tensor -> how several styles combine: "linear" or "rms" (√Σwσ²).
     style_code: dict[str, str]
+    # model -> family-specific facts for the manifest (e.g. codebook usage)
+    summary: Callable[[nn.Module], dict]
 
     def config_from_dict(self, data: dict):
         known = {f.name for f in fields(self.config_cls)}
@@ -52,7 +54,7 @@ class FamilySpec:
 
 
 _FAMILIES: dict[str, FamilySpec] = {}
-KNOWN_FAMILIES = ("stvae",)
+KNOWN_FAMILIES = ("stvae", "vqvae")
 
 
 def register_family(spec: FamilySpec) -> FamilySpec:

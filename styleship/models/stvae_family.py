@@ -36,14 +36,13 @@ def _graphs(cfg: STVAEConfig) -> tuple[GraphDef, ...]:
     )
 
 
-def _create(cfg: STVAEConfig, vgg_source: str | None) -> tuple[STVAE, dict]:
+def _create(cfg: STVAEConfig, vgg_source: str | None, seed: int) -> tuple[STVAE, dict]:
     """A new ST-VAE: encoder from VGG-19, transform and decoder freshly initialised.
 
-    The fresh parts are seeded (from a `random:<seed>` source, else 0) so two
-    runs with the same arguments build the same weights.
+    The fresh parts are seeded so two runs with the same arguments build the
+    same weights.
     """
     vgg, provenance = resolve_vgg19(vgg_source, cfg.width)
-    seed = provenance.get("seed", 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = STVAE(cfg)
@@ -75,5 +74,9 @@ SPEC = register_family(
         create=_create,
         graphs=_graphs,
         style_code={"style_mu": "linear", "style_sigma": "rms", "style_matrix": "linear"},
+        summary=lambda model: {
+            "z_dim": model.config.z_dim,
+            "matrix_size": model.config.matrix_size,
+        },
     )
 )

@@ -156,7 +156,8 @@ class Stylizer:
         values = {**code, "content": im.to_nchw(im.pad_to_multiple(rgb))}
         values["strength"] = np.array([alpha], dtype=np.float32)
         out = self._stylizer.run(self._feed(self._stylizer, values))
-        result = im.from_nchw(out["image"])[:h, :w]
+        image = next(n for n, spec in self._stylizer.outputs().items() if spec.kind == "image")
+        result = im.from_nchw(out[image])[:h, :w]
         if preserve_color:
             result = im.preserve_color(result, rgb)
         alpha_ch = img.alpha

@@ -1,0 +1,71 @@
+"""Registers the VQ-VAE family: graphs, I/O, style mixing, codebook summary."""
+
+from __future__ import annotations
+
+import torch
+
+from styleship.errors import InputError
+from styleship.models.registry import FamilySpec, GraphDef, register_family
+from styleship.models.vqvae import (
+    VQVAE,
+    ContentCodesGraph,
+    StyleEncoderGraph,
+    StylizerGraph,
+    VQVAEConfig,
+)
+from styleship.runtime.bundle import TensorSpec
+
+_IMAGE = ("batch", 3, "height", "width")
+_STYLE = ("batch", 3, "style_height", "style_width")
+
+
+def _graphs(cfg: VQVAEConfig) -> tuple[GraphDef, ...]:
+    vector = TensorSpec("style_vector", ("batch", cfg.style_dim), "code")
+    content = TensorSpec("content", _IMAGE, "content")
+    style = TensorSpec("style", _STYLE, "style")
+    alpha = TensorSpec("alpha", ("batch",), "strength")
+    image = TensorSpec("image", _IMAGE, "image")
+    codes = TensorSpec("codes", ("batch", "code_height", "code_width"), "indices", "int64")
+    return (
+        GraphDef("style_encoder", StyleEncoderGraph, (style,), (vector,)),
+        GraphDef("stylizer", StylizerGraph, (content, vector, alpha), (image,)),
+        GraphDef("fused", lambda model: model, (content, style, alpha), (image,)),
+        GraphDef("content_codes", ContentCodesGraph, (content,), (codes,)),
+    )
+
+
+def _create(cfg: VQVAEConfig, vgg_source: str | None, seed: int) -> tuple[VQVAE, dict]:
+    """A new VQ-VAE: every part seeded random (its encoder is learned, not VGG)."""
+    if vgg_source is not None:
+        raise InputError(
+            "vqvae learns its own encoder: VGG-19 weights are for training losses only"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VQVAE(cfg)
+    weights = {"untrained": True, "note": "seeded random initialisation", "seed": seed}
+    return model.eval(), weights
+
+
+def _summary(model: VQVAE) -> dict:
+    q = model.quantizer
+    trained = bool(q.initialised)
+    return {
+        "codebook_size": q.num_codes,
+        "code_dim": q.dim,
+        "codes_used_in_training": int((q.usage > 0).sum()) if trained else None,
+    }
+
+
+SPEC = register_family(
+    FamilySpec(
+        name="vqvae",
+        description="VQ-VAE: discrete content codes, continuous style vector, FiLM decoder",
+        config_cls=VQVAEConfig,
+        build=VQVAE,
+        create=_create,
+        graphs=_graphs,
+        style_code={"style_vector": "linear"},
+        summary=_summary,
+    )
+)
