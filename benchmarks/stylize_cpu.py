@@ -52,7 +52,14 @@ def main() -> None:
     ap.add_argument("--machine", required=True)
     ap.add_argument("--sizes", default="256,512")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--render", action="store_true", help="Only re-render the Markdown table.")
     args = ap.parse_args()
+    out = Path(__file__).parent / "results" / args.machine
+    if args.render:
+        (out / "stylize_cpu.md").write_text(
+            render(json.loads((out / "stylize_cpu.json").read_text()))
+        )
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     rows, models = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,35 +122,33 @@ def main() -> None:
     import onnxruntime
 
     env["onnxruntime"] = onnxruntime.__version__
-    out = Path(__file__).parent / "results" / args.machine
     out.mkdir(parents=True, exist_ok=True)
     (out / "stylize_cpu.json").write_text(
         json.dumps({"environment": env, "models": models, "rows": rows}, indent=2)
     )
+    (out / "stylize_cpu.md").write_text(render(json.loads((out / "stylize_cpu.json").read_text())))
+    print(render(json.loads((out / "stylize_cpu.json").read_text())))
+
+
+def render(data: dict) -> str:
+    """Markdown table from the results JSON (the only source of the numbers)."""
+    env, rows = data["environment"], data["rows"]
+    p50 = {(r["model"], r["size"], r["backend"]): r["p50_ms"] for r in rows}
     lines = [
-        "| model | size | ORT CPU p50 (ms) | torch eager p50 (ms) | speed-up |",
-        "|---|---|---|---|---|",
+        f"Stylizer graph latency, batch 1, {env['threads']} threads, seeded random weights "
+        f"(latency only), on {env['machine']}; produced by benchmarks/stylize_cpu.py.",
+        "",
+        "| model | parameters | size | GFLOP | ORT CPU p50 ms | torch eager p50 ms | speed-up |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for label in MODELS:
-        for size in sizes:
-            o, t = (
-                next(
-                    r["p50_ms"]
-                    for r in rows
-                    if r["model"] == label and r["size"] == size and r["backend"] == b
-                )
-                for b in ("ort-cpu", "torch-eager")
-            )
+    for info in data["models"]:
+        for size in sorted({r["size"] for r in rows}):
+            o, t = p50[info["model"], size, "ort-cpu"], p50[info["model"], size, "torch-eager"]
             lines.append(
-                f"| {label} | {info['parameters'] / 1e6:.2f} M | {size}² | "
+                f"| {info['model']} | {info['parameters'] / 1e6:.2f} M | {size}² | "
                 f"{info[f'gflop_{size}']:.1f} | {o:.1f} | {t:.1f} | {t / o:.2f}× |"
             )
-    header = (
-        f"Stylizer graph latency, batch 1, {env['threads']} threads, seeded random weights "
-        f"(latency only), on {args.machine}; produced by benchmarks/stylize_cpu.py.\n\n"
-    )
-    (out / "stylize_cpu.md").write_text(header + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -109,6 +109,65 @@ def init(
     _print({"checkpoint": str(path), "weights": weights}, as_json, f"wrote {path}")
 
 
+@app.command()
+def train(
+    family: str = typer.Argument(..., help="stvae or vqvae."),
+    content: Path = typer.Option(..., help="Folder of content photos (searched recursively)."),
+    style: Path = typer.Option(..., help="Folder of style paintings (searched recursively)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory."),
+    vgg: str = typer.Option(
+        None, help="VGG-19 for the losses: PATH, hub, or random:SEED (must be explicit)."
+    ),
+    preset: str = typer.Option("demo", help="demo (CPU, minutes) or paper (the papers' settings)."),
+    steps: int = typer.Option(None, help="Override the preset's step count."),
+    size: int = typer.Option(None, help="Override the crop size (multiple of 8)."),
+    batch: int = typer.Option(None, help="Override the batch size."),
+    width: float = typer.Option(None, help="Override the width multiplier."),
+    lr: float = typer.Option(None, help="Override the learning rate."),
+    seed: int = typer.Option(0, help="Seed: same seed, same data order and weights."),
+    workers: int = typer.Option(2, help="Image-decoding threads."),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train a model; checkpoints, samples and a log go to the run directory.
+
+    Example: styleship train stvae --content assets/content --style assets/styles
+    --vgg random:0 --preset demo -o build/train/stvae-demo
+    """
+    from styleship.train.trainer import Trainer
+
+    overrides = {
+        k: v
+        for k, v in {"steps": steps, "size": size, "batch": batch, "width": width, "lr": lr}.items()
+        if v is not None
+    }
+    trainer = Trainer(
+        family, content, style, out_dir, vgg, preset, overrides, seed, workers, device, resume
+    )
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[terms]}"),
+        console=err,
+        disable=as_json,
+    )
+    with bar:
+        task = bar.add_task(family, total=trainer.preset.steps, completed=trainer.start, terms="")
+
+        def show(info) -> None:
+            terms = " ".join(f"{k}={v:.3g}" for k, v in info.terms.items())
+            bar.update(task, completed=info.step, description=f"{family} {info.phase}", terms=terms)
+
+        final = trainer.run(show)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    _print(
+        summary, as_json, f"wrote {final}.safetensors ({summary['seconds_per_step']:.2f} s/step)"
+    )
+
+
 @app.command("import")
 def import_(
     family: str = typer.Argument(..., help="Only stvae has official checkpoints."),

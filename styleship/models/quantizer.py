@@ -64,7 +64,10 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Training path: EMA update, then quantise with statistics and a straight-through copy."""
-        z = z.float()
+        with torch.autocast(z.device.type, enabled=False):  # fp32 even under mixed precision
+            return self._forward_fp32(z.float())
+
+    def _forward_fp32(self, z: torch.Tensor) -> QuantizerOutput:
         if self.training:
             self._update(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]))
         q, idx = self.quantize(z)

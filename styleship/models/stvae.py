@@ -131,13 +131,17 @@ class STVAE(nn.Module):
 
     def encode_style(self, style: torch.Tensor) -> dict[str, torch.Tensor]:
         """Style image -> style code (see the module docstring)."""
+        return self.encode_style_kl(style)[0]
+
+    def encode_style_kl(self, style: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The style code and the VAE's KL term (summed, as the official code), for training."""
         s_feat = self.encoder(style)
         vae = self.transform.VAE
-        mu, sigma, _ = vae.latent(s_feat.mean(dim=(2, 3)))
+        mu, sigma, kl = vae.latent(s_feat.mean(dim=(2, 3)))
         s_mean = vae.reconstruct(mu, sigma)[:, :, None, None]
         # The official code subtracts the VAE's reconstruction, not the true mean.
         matrix = self.transform.snet(s_feat - s_mean)
-        return {"style_mu": mu, "style_sigma": sigma, "style_matrix": matrix}
+        return {"style_mu": mu, "style_sigma": sigma, "style_matrix": matrix}, kl
 
     def stylize(
         self,

@@ -1,0 +1,185 @@
+"""What to train, in which phases, with which losses and settings: one entry per family.
+
+ST-VAE (Liu et al. 2021): phase 1 teaches the decoder to invert the frozen
+encoder's relu4_1 features; phase 2 trains the transform (MulLayer with its
+VAE) with encoder and decoder frozen, as the paper does. VQ-VAE: phase 1
+autoencodes content and style images through the codebook; phase 2 freezes
+encoder and codebook and trains the style head and decoder to stylize.
+
+Loss weights here use the mean-normalised losses of `losses.py`; the paper's
+ST-VAE weights (0.02 on summed style losses, 1 on a summed KL) do not carry
+over as numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from styleship.train import losses as L
+
+Terms = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Preset:
+    steps: int
+    size: int
+    batch: int
+    width: float
+    lr: float
+    loss_width: float  # width of the VGG-19 loss network (1.0 = pretrained-compatible)
+    phase1: float  # fraction of steps spent in phase 1
+    config: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    checkpoint_every: int = 200
+    sample_every: int = 200
+    keep: int = 3
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    trainable: Callable[[nn.Module], list[nn.Parameter]]
+    # (model, loss net, content, style, weights) -> (total, logged terms, output image)
+    loss: Callable[..., tuple[torch.Tensor, Terms, torch.Tensor]]
+    frozen_eval: Callable[[nn.Module], list[nn.Module]] = lambda m: []
+
+
+def _perceptual(ln, out, ref) -> torch.Tensor:
+    fo, fr = ln(out), ln(ref)
+    return sum(F.mse_loss(fo[k], fr[k]) for k in L.STYLE_LAYERS)
+
+
+def _stvae_reconstruct(model, ln, c, s, w):
+    with torch.no_grad():
+        feat = model.encoder(c)
+    out = model.decoder(feat)
+    terms = {"l1": F.l1_loss(out, c), "perceptual": _perceptual(ln, out, c)}
+    return terms["l1"] + w["perceptual"] * terms["perceptual"], terms, out.clamp(0, 1)
+
+
+def _stvae_transform(model, ln, c, s, w):
+    code, kl = model.encode_style_kl(s)
+    out = model.stylize(c, **code, alpha=torch.ones(c.shape[0], device=c.device))
+    fo, fc, fs = ln(out), ln(c), ln(s)
+    terms = {
+        "content": L.content_loss(fo, fc),
+        "style": L.mean_std_loss(fo, fs),
+        "gram": L.gram_loss(fo, fs),
+        "kl": kl / c.shape[0],
+        "tv": L.tv_loss(out),
+    }
+    total = sum(w[k] * v for k, v in terms.items())
+    return total, terms, out
+
+
+def _vqvae_reconstruct(model, ln, c, s, w):
+    x = torch.cat([c, s])
+    feats = model.encoder(x)
+    q = model.quantizer(model.content_latent(feats))
+    out = model.decoder(q.quantized, model.style_head(feats))
+    terms = {
+        "l1": F.l1_loss(out, x),
+        "perceptual": _perceptual(ln, out, x),
+        "commitment": q.commitment,
+    }
+    total = terms["l1"] + w["perceptual"] * terms["perceptual"] + terms["commitment"]
+    terms.update(perplexity=q.perplexity.detach(), codes=q.codes_in_use.float())
+    return total, terms, out[: c.shape[0]]
+
+
+def _vqvae_stylize(model, ln, c, s, w):
+    with torch.no_grad():
+        feats_c = model.encoder(c)
+        codes, _ = model.quantizer.quantize(model.content_latent(feats_c))
+        feats_s = model.encoder(s)
+    out = model.decoder(codes, model.style_head(feats_s))
+    same = model.decoder(codes, model.style_head(feats_c))
+    fo, fc, fs = ln(out), ln(c), ln(s)
+    terms = {
+        "content": L.content_loss(fo, fc),
+        "style": L.mean_std_loss(fo, fs),
+        "gram": L.gram_loss(fo, fs),
+        "identity": F.l1_loss(same, c),
+    }
+    return sum(w[k] * v for k, v in terms.items()), terms, out
+
+
+def _params(*names: str) -> Callable[[nn.Module], list[nn.Parameter]]:
+    return lambda m: [p for n in names for p in getattr(m, n).parameters()]
+
+
+PHASES: dict[str, tuple[Phase, Phase]] = {
+    "stvae": (
+        Phase("reconstruct", _params("decoder"), _stvae_reconstruct),
+        Phase("transform", _params("transform"), _stvae_transform),
+    ),
+    "vqvae": (
+        Phase("reconstruct", lambda m: list(m.parameters()), _vqvae_reconstruct),
+        Phase(
+            "stylize",
+            _params("style_head", "decoder"),
+            _vqvae_stylize,
+            frozen_eval=lambda m: [m.quantizer],
+        ),
+    ),
+}
+
+_STVAE_W = {"perceptual": 1.0, "content": 1.0, "style": 10.0, "gram": 100.0, "kl": 1e-3, "tv": 0.1}
+_VQVAE_W = {"perceptual": 1.0, "content": 1.0, "style": 10.0, "gram": 100.0, "identity": 1.0}
+
+PRESETS: dict[tuple[str, str], Preset] = {
+    # The papers' settings: full width, pretrained VGG loss network, 256 px crops.
+    ("stvae", "paper"): Preset(
+        steps=160_000,
+        size=256,
+        batch=8,
+        width=1.0,
+        lr=1e-4,
+        loss_width=1.0,
+        phase1=0.5,
+        weights=_STVAE_W,
+        checkpoint_every=5000,
+        sample_every=1000,
+    ),
+    ("vqvae", "paper"): Preset(
+        steps=200_000,
+        size=256,
+        batch=8,
+        width=1.0,
+        lr=2e-4,
+        loss_width=1.0,
+        phase1=0.5,
+        weights=_VQVAE_W,
+        checkpoint_every=5000,
+        sample_every=1000,
+    ),
+    # Small enough to train on a 2-core CPU in about half an hour.
+    ("stvae", "demo"): Preset(
+        steps=1500,
+        size=128,
+        batch=4,
+        width=0.25,
+        lr=5e-4,
+        loss_width=0.5,
+        phase1=0.5,
+        config={"z_dim": 64, "matrix_size": 16},
+        weights=_STVAE_W,
+    ),
+    ("vqvae", "demo"): Preset(
+        steps=1500,
+        size=128,
+        batch=4,
+        width=0.25,
+        lr=5e-4,
+        loss_width=0.5,
+        phase1=0.5,
+        config={"codebook_size": 256},
+        weights=_VQVAE_W,
+    ),
+}
