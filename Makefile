@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # an unpinned `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean train-demo
 
 install: $(STAMP)
 
@@ -24,6 +24,16 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 	$(MAKE) lint
+
+# Reproduces the bundles shipped in assets/models/ (about 25 minutes each on a 2-core CPU).
+RUNS := build/train
+TRAIN_ARGS := --content assets/content --style assets/styles --vgg random:0 --preset demo --seed 0
+train-demo: install
+	rm -rf $(RUNS)/stvae-demo $(RUNS)/vqvae-demo
+	$(PY) -m styleship train stvae $(TRAIN_ARGS) -o $(RUNS)/stvae-demo
+	$(PY) -m styleship export $(RUNS)/stvae-demo/final -o assets/models/stvae-demo.stvae --force
+	$(PY) -m styleship train vqvae $(TRAIN_ARGS) -o $(RUNS)/vqvae-demo
+	$(PY) -m styleship export $(RUNS)/vqvae-demo/final -o assets/models/vqvae-demo.vqvae --force
 
 lint: install
 	$(VENV)/bin/ruff check styleship tests benchmarks

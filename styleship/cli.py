@@ -238,7 +238,9 @@ def inspect(
         "opset": m["opset"],
         "graphs": ", ".join(f"{g} ({', '.join(i.files)})" for g, i in b.graphs.items()),
         "model": ", ".join(f"{k}={v}" for k, v in m.get("model_info", {}).items()),
-        "weights": "UNTRAINED (random/demo)" if b.untrained else "trained",
+        "weights": "UNTRAINED (random/demo)"
+        if b.untrained
+        else m["weights"].get("note") or "trained",
         "parity": f"{'passed' if parity.get('passed') else 'FAILED'} on {parity.get('backend')}",
         "created": m.get("created"),
         "versions": m.get("versions"),
@@ -346,16 +348,19 @@ def demo(
     if as_json:
         _print(result, True)
         return
-    if result["untrained"]:
+    for run in result["bundles"]:
+        out.print(f"[bold]{run['bundle']}[/] ({run['family']}) on {result['backend']}")
+        if run["untrained"]:
+            out.print(
+                "  [yellow]note:[/] UNTRAINED (seeded random) weights: the pipeline runs "
+                "end to end, but the images are not real stylizations."
+            )
+        elif run["note"]:
+            out.print(f"  [yellow]note:[/] {run['note']}")
         out.print(
-            "[bold yellow]note:[/] this bundle has UNTRAINED (seeded random) weights: the "
-            "pipeline runs end to end, but the images are not real stylizations."
+            f"  {len(run['outputs'])} images, {run['ms_per_image']:.0f} ms per image "
+            f"(decode, stylize, encode); contact sheet: {run['contact_sheet']}"
         )
-    out.print(f"bundle: {result['bundle']} on {result['backend']}")
-    out.print(
-        f"{len(result['outputs'])} images in {result['seconds']:.1f} s; "
-        f"contact sheet: {result['contact_sheet']}"
-    )
 
 
 def main() -> None:

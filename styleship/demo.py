@@ -1,7 +1,8 @@
 """`styleship demo`: the main job on the embedded default (CPU, ONNX Runtime).
 
-It uses the bundle shipped in `assets/models/` when there is one; until
-trained bundles ship, it creates a narrow ST-VAE with seeded random weights,
+It stylizes every sample photo with every sample painting through each bundle
+shipped in `assets/models/` and writes one contact sheet per bundle. Without
+shipped bundles it creates a narrow ST-VAE with seeded random weights,
 exports it (which needs the torch extra) and says plainly that the weights
 are untrained.
 """
@@ -21,9 +22,13 @@ DEMO_CONFIG = {"width": 0.25, "z_dim": 64}
 DEMO_VGG = "random:0"
 
 
-def _shipped_bundle() -> Path | None:
-    bundles = sorted((ASSETS / "models").glob("*.stvae"))
-    return bundles[0] if bundles else None
+def shipped_bundles() -> list[Path]:
+    root = ASSETS / "models"
+    return (
+        sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())
+        if root.is_dir()
+        else []
+    )
 
 
 def _random_bundle(out_dir: Path, log: Callable[[str], None]) -> Path:
@@ -41,46 +46,54 @@ def _random_bundle(out_dir: Path, log: Callable[[str], None]) -> Path:
     return export_bundle(ckpt, bundle, log=log)
 
 
+def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str, log) -> dict:
+    from styleship.runtime.stylizer import Stylizer
+
+    grid, outputs = [], []
+    with Stylizer(bundle, backend=backend, cache_dir=out_dir / "style-cache") as st:
+        name = st.bundle.name
+        (out_dir / name).mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        for c in contents:
+            row = []
+            for s in styles:
+                log(f"{name}: {c.name} × {s.name}")
+                img = st.stylize(c, s, max_size=512)
+                target = im.write_image(out_dir / name / f"{c.stem}__{s.stem}.jpg", img)
+                row.append(img.rgb)
+                outputs.append(str(target))
+            grid.append(row)
+        seconds = time.perf_counter() - start
+        manifest = st.bundle.manifest
+    sheet = contact_sheet(
+        [im.read_image(c).rgb for c in contents], [im.read_image(s).rgb for s in styles], grid
+    )
+    sheet_path = im.write_image(out_dir / f"contact_sheet_{name}.jpg", im.Image(sheet))
+    return {
+        "bundle": str(bundle),
+        "family": manifest["family"],
+        "untrained": bool(manifest["weights"].get("untrained")),
+        "note": manifest["weights"].get("note"),
+        "outputs": outputs,
+        "contact_sheet": str(sheet_path),
+        "seconds": seconds,
+        "ms_per_image": 1000 * seconds / len(outputs),
+    }
+
+
 def run_demo(
     out_dir: Path,
     model: Path | None = None,
     backend: str = "ort-cpu",
     log: Callable[[str], None] = lambda m: None,
 ) -> dict:
-    """Stylize every sample photo with every sample painting; returns what was written."""
-    from styleship.runtime.stylizer import Stylizer
-
+    """Stylize each sample photo with each sample painting, per bundle; report what was written."""
     contents = sorted((ASSETS / "content").glob("*.jpg"))
     styles = sorted((ASSETS / "styles").glob("*.jpg"))
     if not contents or not styles:
         raise InputError(f"no sample images under {ASSETS}")
     out_dir = Path(out_dir)
-    (out_dir / "outputs").mkdir(parents=True, exist_ok=True)
-    bundle = model or _shipped_bundle() or _random_bundle(out_dir, log)
-    grid, outputs = [], []
-    start = time.perf_counter()
-    with Stylizer(bundle, backend=backend, cache_dir=out_dir / "style-cache") as st:
-        for c in contents:
-            row = []
-            for s in styles:
-                log(f"stylizing {c.name} with {s.name}")
-                img = st.stylize(c, s, max_size=512)
-                target = out_dir / "outputs" / f"{c.stem}__{s.stem}.jpg"
-                im.write_image(target, img)
-                row.append(img.rgb)
-                outputs.append(str(target))
-            grid.append(row)
-        seconds = time.perf_counter() - start
-        untrained = st.bundle.untrained
-    sheet = contact_sheet(
-        [im.read_image(c).rgb for c in contents], [im.read_image(s).rgb for s in styles], grid
-    )
-    sheet_path = im.write_image(out_dir / "contact_sheet.jpg", im.Image(sheet))
-    return {
-        "bundle": str(bundle),
-        "backend": backend,
-        "untrained": untrained,
-        "outputs": outputs,
-        "contact_sheet": str(sheet_path),
-        "seconds": seconds,
-    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundles = [model] if model else shipped_bundles() or [_random_bundle(out_dir, log)]
+    runs = [_run_bundle(Path(b), contents, styles, out_dir, backend, log) for b in bundles]
+    return {"backend": backend, "bundles": runs}

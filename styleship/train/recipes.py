@@ -130,7 +130,7 @@ PHASES: dict[str, tuple[Phase, Phase]] = {
     ),
 }
 
-_STVAE_W = {"perceptual": 1.0, "content": 1.0, "style": 10.0, "gram": 100.0, "kl": 1e-3, "tv": 0.1}
+_STVAE_W = {"perceptual": 1.0, "content": 2.0, "style": 10.0, "gram": 100.0, "kl": 1e-3, "tv": 0.1}
 _VQVAE_W = {"perceptual": 1.0, "content": 1.0, "style": 10.0, "gram": 100.0, "identity": 1.0}
 
 PRESETS: dict[tuple[str, str], Preset] = {
