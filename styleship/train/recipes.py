@@ -161,7 +161,7 @@ PRESETS: dict[tuple[str, str], Preset] = {
     ),
     # Small enough to train on a 2-core CPU in about half an hour.
     ("stvae", "demo"): Preset(
-        steps=1500,
+        steps=3000,
         size=128,
         batch=4,
         width=0.25,
@@ -172,7 +172,7 @@ PRESETS: dict[tuple[str, str], Preset] = {
         weights=_STVAE_W,
     ),
     ("vqvae", "demo"): Preset(
-        steps=1500,
+        steps=2400,
         size=128,
         batch=4,
         width=0.25,
