@@ -217,3 +217,14 @@ def test_init_export_stylize_round_trip(tmp_path, contents, styles, family, init
     if family == "stvae":
         proc = run_cli("init", "stvae", "-o", tmp_path / "nov")
         _one_line_error(proc, "no VGG-19 weights")
+
+
+def test_demo_writes_a_contact_sheet(small_bundle, tmp_path):
+    proc = run_cli("demo", "-m", small_bundle, "--out", tmp_path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    (run,) = json.loads(proc.stdout)["bundles"]
+    assert run["untrained"] and len(run["outputs"]) == 20 and run["ms_per_image"] > 0
+    sheet = cv2.imread(run["contact_sheet"])
+    assert sheet is not None and sheet.shape[0] > 5 * 192  # six rows of cells
+    human = run_cli("demo", "-m", small_bundle, "--out", tmp_path)
+    assert "UNTRAINED" in human.stdout and "ms per image" in human.stdout

@@ -14,7 +14,7 @@ over as numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -133,53 +133,24 @@ PHASES: dict[str, tuple[Phase, Phase]] = {
 _STVAE_W = {"perceptual": 1.0, "content": 2.0, "style": 10.0, "gram": 100.0, "kl": 1e-3, "tv": 0.1}
 _VQVAE_W = {"perceptual": 1.0, "content": 1.0, "style": 10.0, "gram": 100.0, "identity": 1.0}
 
+# The papers' settings: full width, pretrained VGG-19 loss network, 256 px crops.
+_PAPER = Preset(
+    steps=200_000,
+    size=256,
+    batch=8,
+    width=1.0,
+    lr=1e-4,
+    loss_width=1.0,
+    phase1=0.5,
+    checkpoint_every=5000,
+    sample_every=1000,
+)
+# Small enough to train on a 2-core CPU in under half an hour per family.
+_DEMO = Preset(steps=3000, size=128, batch=4, width=0.25, lr=5e-4, loss_width=0.5, phase1=0.5)
+
 PRESETS: dict[tuple[str, str], Preset] = {
-    # The papers' settings: full width, pretrained VGG loss network, 256 px crops.
-    ("stvae", "paper"): Preset(
-        steps=160_000,
-        size=256,
-        batch=8,
-        width=1.0,
-        lr=1e-4,
-        loss_width=1.0,
-        phase1=0.5,
-        weights=_STVAE_W,
-        checkpoint_every=5000,
-        sample_every=1000,
-    ),
-    ("vqvae", "paper"): Preset(
-        steps=200_000,
-        size=256,
-        batch=8,
-        width=1.0,
-        lr=2e-4,
-        loss_width=1.0,
-        phase1=0.5,
-        weights=_VQVAE_W,
-        checkpoint_every=5000,
-        sample_every=1000,
-    ),
-    # Small enough to train on a 2-core CPU in about half an hour.
-    ("stvae", "demo"): Preset(
-        steps=3000,
-        size=128,
-        batch=4,
-        width=0.25,
-        lr=5e-4,
-        loss_width=0.5,
-        phase1=0.5,
-        config={"z_dim": 64, "matrix_size": 16},
-        weights=_STVAE_W,
-    ),
-    ("vqvae", "demo"): Preset(
-        steps=2400,
-        size=128,
-        batch=4,
-        width=0.25,
-        lr=5e-4,
-        loss_width=0.5,
-        phase1=0.5,
-        config={"codebook_size": 256},
-        weights=_VQVAE_W,
-    ),
+    ("stvae", "paper"): replace(_PAPER, steps=160_000, weights=_STVAE_W),
+    ("vqvae", "paper"): replace(_PAPER, lr=2e-4, weights=_VQVAE_W),
+    ("stvae", "demo"): replace(_DEMO, config={"z_dim": 64, "matrix_size": 16}, weights=_STVAE_W),
+    ("vqvae", "demo"): replace(_DEMO, steps=2400, config={"codebook_size": 256}, weights=_VQVAE_W),
 }
