@@ -30,6 +30,7 @@ RUNS := build/train
 TRAIN_ARGS := --content assets/content --style assets/styles --vgg random:0 --preset demo --seed 0
 train-demo: install
 	rm -rf $(RUNS)/stvae-demo $(RUNS)/vqvae-demo
+	mkdir -p assets/models
 	$(PY) -m styleship train stvae $(TRAIN_ARGS) -o $(RUNS)/stvae-demo
 	$(PY) -m styleship export $(RUNS)/stvae-demo/final -o assets/models/stvae-demo.stvae --force
 	$(PY) -m styleship train vqvae $(TRAIN_ARGS) -o $(RUNS)/vqvae-demo

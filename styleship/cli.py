@@ -128,6 +128,7 @@ def train(
     workers: int = typer.Option(2, help="Image-decoding threads."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
+    init: Path = typer.Option(None, help="Start from this checkpoint (fine-tuning)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a model; checkpoints, samples and a log go to the run directory.
@@ -143,7 +144,7 @@ def train(
         if v is not None
     }
     trainer = Trainer(
-        family, content, style, out_dir, vgg, preset, overrides, seed, workers, device, resume
+        family, content, style, out_dir, vgg, preset, overrides, seed, workers, device, resume, init
     )
     bar = Progress(
         TextColumn("{task.description}"),

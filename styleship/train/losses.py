@@ -38,8 +38,8 @@ class LossNetwork(nn.Module):
         return self.vgg(x, STYLE_LAYERS)
 
 
-def content_loss(out: dict, ref: dict) -> torch.Tensor:
-    return F.mse_loss(out[CONTENT_LAYER], ref[CONTENT_LAYER])
+def content_loss(out: dict, ref: dict, layers: tuple[str, ...] = (CONTENT_LAYER,)) -> torch.Tensor:
+    return sum(F.mse_loss(out[k], ref[k]) for k in layers)
 
 
 def mean_std_loss(out: dict, style: dict) -> torch.Tensor:

@@ -34,6 +34,9 @@ class Preset:
     lr: float
     loss_width: float  # width of the VGG-19 loss network (1.0 = pretrained-compatible)
     phase1: float  # fraction of steps spent in phase 1
+    # VGG layers of the content loss in the stylization phase. relu4_1 alone (the
+    # papers' choice) keeps too little of the photo's layout with random VGG features.
+    content_layers: tuple[str, ...] = ("relu4_1",)
     config: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
     checkpoint_every: int = 200
@@ -45,7 +48,7 @@ class Preset:
 class Phase:
     name: str
     trainable: Callable[[nn.Module], list[nn.Parameter]]
-    # (model, loss net, content, style, weights) -> (total, logged terms, output image)
+    # (model, loss net, content, style, preset) -> (total, logged terms, output image)
     loss: Callable[..., tuple[torch.Tensor, Terms, torch.Tensor]]
     frozen_eval: Callable[[nn.Module], list[nn.Module]] = lambda m: []
 
@@ -55,7 +58,8 @@ def _perceptual(ln, out, ref) -> torch.Tensor:
     return sum(F.mse_loss(fo[k], fr[k]) for k in L.STYLE_LAYERS)
 
 
-def _stvae_reconstruct(model, ln, c, s, w):
+def _stvae_reconstruct(model, ln, c, s, p):
+    w = p.weights
     with torch.no_grad():
         feat = model.encoder(c)
     out = model.decoder(feat)
@@ -63,12 +67,13 @@ def _stvae_reconstruct(model, ln, c, s, w):
     return terms["l1"] + w["perceptual"] * terms["perceptual"], terms, out.clamp(0, 1)
 
 
-def _stvae_transform(model, ln, c, s, w):
+def _stvae_transform(model, ln, c, s, p):
+    w = p.weights
     code, kl = model.encode_style_kl(s)
     out = model.stylize(c, **code, alpha=torch.ones(c.shape[0], device=c.device))
     fo, fc, fs = ln(out), ln(c), ln(s)
     terms = {
-        "content": L.content_loss(fo, fc),
+        "content": L.content_loss(fo, fc, p.content_layers),
         "style": L.mean_std_loss(fo, fs),
         "gram": L.gram_loss(fo, fs),
         "kl": kl / c.shape[0],
@@ -78,7 +83,8 @@ def _stvae_transform(model, ln, c, s, w):
     return total, terms, out
 
 
-def _vqvae_reconstruct(model, ln, c, s, w):
+def _vqvae_reconstruct(model, ln, c, s, p):
+    w = p.weights
     x = torch.cat([c, s])
     feats = model.encoder(x)
     q = model.quantizer(model.content_latent(feats))
@@ -93,7 +99,8 @@ def _vqvae_reconstruct(model, ln, c, s, w):
     return total, terms, out[: c.shape[0]]
 
 
-def _vqvae_stylize(model, ln, c, s, w):
+def _vqvae_stylize(model, ln, c, s, p):
+    w = p.weights
     with torch.no_grad():
         feats_c = model.encoder(c)
         codes, _ = model.quantizer.quantize(model.content_latent(feats_c))
@@ -102,7 +109,7 @@ def _vqvae_stylize(model, ln, c, s, w):
     same = model.decoder(codes, model.style_head(feats_c))
     fo, fc, fs = ln(out), ln(c), ln(s)
     terms = {
-        "content": L.content_loss(fo, fc),
+        "content": L.content_loss(fo, fc, p.content_layers),
         "style": L.mean_std_loss(fo, fs),
         "gram": L.gram_loss(fo, fs),
         "identity": F.l1_loss(same, c),
@@ -131,6 +138,8 @@ PHASES: dict[str, tuple[Phase, Phase]] = {
 }
 
 _STVAE_W = {"perceptual": 1.0, "content": 2.0, "style": 10.0, "gram": 100.0, "kl": 1e-3, "tv": 0.1}
+# Random VGG features: a stronger, multi-layer content term keeps the photo's structure.
+_STVAE_DEMO_W = {**_STVAE_W, "content": 10.0}
 _VQVAE_W = {"perceptual": 1.0, "content": 1.0, "style": 10.0, "gram": 100.0, "identity": 1.0}
 
 # The papers' settings: full width, pretrained VGG-19 loss network, 256 px crops.
@@ -151,6 +160,11 @@ _DEMO = Preset(steps=3000, size=128, batch=4, width=0.25, lr=5e-4, loss_width=0.
 PRESETS: dict[tuple[str, str], Preset] = {
     ("stvae", "paper"): replace(_PAPER, steps=160_000, weights=_STVAE_W),
     ("vqvae", "paper"): replace(_PAPER, lr=2e-4, weights=_VQVAE_W),
-    ("stvae", "demo"): replace(_DEMO, config={"z_dim": 64, "matrix_size": 16}, weights=_STVAE_W),
-    ("vqvae", "demo"): replace(_DEMO, steps=2400, config={"codebook_size": 256}, weights=_VQVAE_W),
+    ("stvae", "demo"): replace(
+        _DEMO,
+        config={"z_dim": 64, "matrix_size": 16},
+        weights=_STVAE_DEMO_W,
+        content_layers=("relu2_1", "relu3_1", "relu4_1"),
+    ),
+    ("vqvae", "demo"): replace(_DEMO, steps=2000, config={"codebook_size": 256}, weights=_VQVAE_W),
 }

@@ -88,6 +88,7 @@ class Trainer:
         workers: int = 2,
         device: str | None = None,
         resume: bool = False,
+        init: Path | None = None,
     ) -> None:
         self.spec = get_family(family)
         if (family, preset) not in PRESETS:
@@ -116,9 +117,15 @@ class Trainer:
         else:
             if self.out.exists() and any(self.out.iterdir()):
                 raise InputError(f"{self.out} is not empty: pass --resume to continue that run")
-            cfg = self.spec.config_from_dict({"width": p.width, **p.config})
-            vgg_for_model = vgg if family == "stvae" else None
-            self.model, created = self.spec.create(cfg, vgg_for_model, seed)
+            if init is not None:  # fine-tune: e.g. an imported official checkpoint
+                self.model, init_meta = load_checkpoint(init)
+                if init_meta["family"] != family:
+                    raise InputError(f"{init} is a {init_meta['family']} checkpoint, not {family}")
+                created = {"from_checkpoint": str(init), "weights": init_meta["weights"]}
+            else:
+                cfg = self.spec.config_from_dict({"width": p.width, **p.config})
+                vgg_for_model = vgg if family == "stvae" else None
+                self.model, created = self.spec.create(cfg, vgg_for_model, seed)
             note = (
                 (
                     "demo trained with seeded random VGG-19 features (pretrained weights "
@@ -277,7 +284,7 @@ class Trainer:
             s = torch.from_numpy(self.batches[1](step)).to(self.device)
             t0 = time.perf_counter()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, terms, out = phase.loss(self.model, self.loss_net, c, s, p.weights)
+                loss, terms, out = phase.loss(self.model, self.loss_net, c, s, p)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
