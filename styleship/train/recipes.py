@@ -139,7 +139,7 @@ PHASES: dict[str, tuple[Phase, Phase]] = {
 
 _STVAE_W = {"perceptual": 1.0, "content": 2.0, "style": 10.0, "gram": 100.0, "kl": 1e-3, "tv": 0.1}
 # Random VGG features: a stronger, multi-layer content term keeps the photo's structure.
-_STVAE_DEMO_W = {**_STVAE_W, "content": 10.0}
+_STVAE_DEMO_W = {**_STVAE_W, "content": 4.0}
 _VQVAE_W = {"perceptual": 1.0, "content": 1.0, "style": 10.0, "gram": 100.0, "identity": 1.0}
 
 # The papers' settings: full width, pretrained VGG-19 loss network, 256 px crops.
