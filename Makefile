@@ -25,7 +25,7 @@ test: install
 	$(PY) -m pytest -q
 	$(MAKE) lint
 
-# Reproduces the bundles shipped in assets/models/ (about 25 minutes each on a 2-core CPU).
+# Reproduces the bundles shipped in assets/models/ (about 15 minutes each on a 2-core CPU).
 RUNS := build/train
 TRAIN_ARGS := --content assets/content --style assets/styles --vgg random:0 --preset demo --seed 0
 train-demo: install

@@ -87,6 +87,8 @@ class Stylizer:
         except BaseException:
             self._encoder.close()
             raise
+        outputs = self._stylizer.outputs().items()
+        self._image_output = next(name for name, spec in outputs if spec.kind == "image")
 
     def _open(self, graph: str):
         backend = create_backend(self.backend_name)
@@ -156,8 +158,7 @@ class Stylizer:
         values = {**code, "content": im.to_nchw(im.pad_to_multiple(rgb))}
         values["strength"] = np.array([alpha], dtype=np.float32)
         out = self._stylizer.run(self._feed(self._stylizer, values))
-        image = next(n for n, spec in self._stylizer.outputs().items() if spec.kind == "image")
-        result = im.from_nchw(out[image])[:h, :w]
+        result = im.from_nchw(out[self._image_output])[:h, :w]
         if preserve_color:
             result = im.preserve_color(result, rgb)
         alpha_ch = img.alpha
