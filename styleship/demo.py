@@ -64,16 +64,17 @@ def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str, log
                 outputs.append(str(target))
             grid.append(row)
         seconds = time.perf_counter() - start
-        manifest = st.bundle.manifest
+        family, untrained = st.bundle.family, st.bundle.untrained
+        note = st.bundle.manifest["weights"].get("note")
     sheet = contact_sheet(
         [im.read_image(c).rgb for c in contents], [im.read_image(s).rgb for s in styles], grid
     )
     sheet_path = im.write_image(out_dir / f"contact_sheet_{name}.jpg", im.Image(sheet))
     return {
         "bundle": str(bundle),
-        "family": manifest["family"],
-        "untrained": bool(manifest["weights"].get("untrained")),
-        "note": manifest["weights"].get("note"),
+        "family": family,
+        "untrained": untrained,
+        "note": note,
         "outputs": outputs,
         "contact_sheet": str(sheet_path),
         "seconds": seconds,

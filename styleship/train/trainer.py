@@ -191,8 +191,8 @@ class Trainer:
         return stem
 
     def _codes_in_use(self) -> int | None:
-        q = getattr(self.model, "quantizer", None)
-        return int((q.usage > 0).sum()) if q is not None else None
+        """Codebook usage, as the family's own summary reports it (None without a codebook)."""
+        return self.spec.summary(self.model).get("codes_used_in_training")
 
     def _meta(self, step: int, phase: int, terms: dict, groups: list[dict]) -> dict:
         return {
