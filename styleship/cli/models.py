@@ -1,0 +1,175 @@
+"""Commands that make models: init, train, import, export, inspect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import TextColumn
+
+from styleship.cli._common import JSON_OPT, _kv_table, _print, _settings, app, err, progress
+from styleship.errors import InputError
+
+
+@app.command()
+def init(
+    family: str = typer.Argument(..., help="Model family: stvae or vqvae."),
+    out_path: Path = typer.Option(
+        ..., "-o", "--out", help="Checkpoint name (writes NAME.safetensors + NAME.json)."
+    ),
+    width: float = typer.Option(1.0, help="Width multiplier: 1.0 is the paper's network."),
+    config: list[str] = typer.Option(
+        [], "--set", help="Other config fields, e.g. --set z_dim=64 or --set codebook_size=512."
+    ),
+    vgg: str = typer.Option(
+        None, help="stvae: VGG-19 weights for the encoder: PATH, hub, or random:SEED."
+    ),
+    seed: int = typer.Option(0, help="Seed for the freshly initialised parts."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Create a new, untrained checkpoint (ST-VAE: its encoder comes from VGG-19).
+
+    Example: styleship init stvae --width 0.25 --set z_dim=64 --vgg random:0 -o build/stvae-small
+    """
+    from styleship.models.checkpoint import save_checkpoint
+    from styleship.models.registry import get_family
+
+    spec = get_family(family)
+    model, weights = spec.create(
+        spec.config_from_dict({"width": width, **_settings(config)}), vgg, seed
+    )
+    path = save_checkpoint(out_path, spec.name, model, weights)
+    _print({"checkpoint": str(path), "weights": weights}, as_json, f"wrote {path}")
+
+
+@app.command()
+def train(
+    family: str = typer.Argument(..., help="stvae or vqvae."),
+    content: Path = typer.Option(..., help="Folder of content photos (searched recursively)."),
+    style: Path = typer.Option(..., help="Folder of style paintings (searched recursively)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory."),
+    vgg: str = typer.Option(
+        None, help="VGG-19 for the losses: PATH, hub, or random:SEED (must be explicit)."
+    ),
+    preset: str = typer.Option("demo", help="demo (CPU, minutes) or paper (the papers' settings)."),
+    steps: int = typer.Option(None, help="Override the preset's step count."),
+    size: int = typer.Option(None, help="Override the crop size (multiple of 8)."),
+    batch: int = typer.Option(None, help="Override the batch size."),
+    width: float = typer.Option(None, help="Override the width multiplier."),
+    lr: float = typer.Option(None, help="Override the learning rate."),
+    seed: int = typer.Option(0, help="Seed: same seed, same data order and weights."),
+    workers: int = typer.Option(2, help="Image-decoding threads."),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
+    init: Path = typer.Option(None, help="Start from this checkpoint (fine-tuning)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train a model; checkpoints, samples and a log go to the run directory.
+
+    Example: styleship train stvae --content assets/content --style assets/styles
+    --vgg random:0 --preset demo -o build/train/stvae-demo
+    """
+    from styleship.train.trainer import Trainer
+
+    overrides = {
+        k: v
+        for k, v in {"steps": steps, "size": size, "batch": batch, "width": width, "lr": lr}.items()
+        if v is not None
+    }
+    trainer = Trainer(
+        family, content, style, out_dir, vgg, preset, overrides, seed, workers, device, resume, init
+    )
+    bar = progress(as_json, TextColumn("{task.fields[terms]}"))
+    with bar:
+        task = bar.add_task(family, total=trainer.preset.steps, completed=trainer.start, terms="")
+
+        def show(info) -> None:
+            terms = " ".join(f"{k}={v:.3g}" for k, v in info.terms.items())
+            bar.update(task, completed=info.step, description=f"{family} {info.phase}", terms=terms)
+
+        final = trainer.run(show)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    _print(
+        summary, as_json, f"wrote {final}.safetensors ({summary['seconds_per_step']:.2f} s/step)"
+    )
+
+
+@app.command("import")
+def import_(
+    family: str = typer.Argument(..., help="Only stvae has official checkpoints."),
+    encoder: Path = typer.Option(..., help="vgg_r41.pth"),
+    decoder: Path = typer.Option(..., help="dec_r41.pth"),
+    matrix: Path = typer.Option(..., help="matrix_r41_new.pth"),
+    out_path: Path = typer.Option(..., "-o", "--out", help="Checkpoint name to write."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Convert the officially released ST-VAE checkpoints (loaded with weights_only=True).
+
+    Example: styleship import stvae --encoder vgg_r41.pth --decoder dec_r41.pth
+    --matrix matrix_r41_new.pth -o stvae-official
+    """
+    if family != "stvae":
+        raise InputError(f"no official checkpoints to import for {family!r} (only stvae)")
+    from styleship.models.checkpoint import save_checkpoint
+    from styleship.models.stvae_official import import_official
+
+    model, weights = import_official(encoder, decoder, matrix)
+    path = save_checkpoint(out_path, "stvae", model, weights)
+    _print({"checkpoint": str(path), "config": model.config.to_dict()}, as_json, f"wrote {path}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(
+        ..., help="Checkpoint (NAME, NAME.json or NAME.safetensors)."
+    ),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Bundle directory to create."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Export a checkpoint to an ONNX model bundle, parity-checked against PyTorch.
+
+    Example: styleship export build/stvae-small -o build/stvae-small.stvae
+    """
+    from styleship.export.onnx import export_bundle
+
+    with err.status("exporting") as status:
+        path = export_bundle(checkpoint, out_dir, force=force, log=lambda m: status.update(m))
+    manifest = json.loads((path / "manifest.json").read_text())
+    worst = max(r.get("max_abs", 0.0) for r in manifest["parity"]["results"])
+    _print(
+        {"bundle": str(path), "parity": manifest["parity"]},
+        as_json,
+        f"wrote {path} (parity vs PyTorch: max abs error {worst:.2e})",
+    )
+
+
+@app.command()
+def inspect(
+    bundle: Path = typer.Argument(..., help="Bundle directory."), as_json: bool = JSON_OPT
+) -> None:
+    """Summarise a bundle's manifest: family, graphs, weights, parity.
+
+    Example: styleship inspect build/stvae-small.stvae
+    """
+    from styleship.runtime.bundle import Bundle
+
+    b = Bundle.load(bundle)
+    m = b.manifest
+    parity = m.get("parity", {})
+    rows = {
+        "name": b.name,
+        "family": b.family,
+        "config": m["config"],
+        "opset": m["opset"],
+        "graphs": ", ".join(f"{g} ({', '.join(i.files)})" for g, i in b.graphs.items()),
+        "model": ", ".join(f"{k}={v}" for k, v in m.get("model_info", {}).items()),
+        "weights": "UNTRAINED (random/demo)"
+        if b.untrained
+        else m["weights"].get("note") or "trained",
+        "parity": f"{'passed' if parity.get('passed') else 'FAILED'} on {parity.get('backend')}",
+        "created": m.get("created"),
+        "versions": m.get("versions"),
+    }
+    _print({"path": str(b.path), "hash": b.hash, **m}, as_json, _kv_table(str(b.path), rows))

@@ -1,0 +1,198 @@
+"""Commands that run models: doctor, stylize, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from styleship.cli._common import JSON_OPT, _kv_table, _print, _weights, app, err, out, progress
+from styleship.errors import InputError
+
+
+@app.command()
+def doctor(as_json: bool = JSON_OPT) -> None:
+    """Show versions, usable backends, GPUs and conflicting packages.
+
+    Example: styleship doctor --json
+    """
+    from styleship.doctor import diagnose
+
+    report = diagnose()
+    rows = {
+        "styleship": report["styleship"],
+        "python": report["python"],
+        **{f"backend {k}": v for k, v in report["backends"].items()},
+        "gpus": ", ".join(report["gpus"]) or "none",
+        "tensorrt": report["tensorrt"],
+        **{k: v or "-" for k, v in report["packages"].items()},
+    }
+    _print(report, as_json, _kv_table("styleship doctor", rows))
+    for problem in report["problems"]:
+        err.print(f"problem: {problem}")
+    if report["problems"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stylize(
+    contents: list[str] = typer.Argument(..., help="Content images, directories or globs."),
+    model: Path = typer.Option(..., "--model", "-m", help="Bundle directory."),
+    style: list[Path] = typer.Option(
+        ..., "--style", "-s", help="Style image; repeat to mix styles."
+    ),
+    weights: str = typer.Option(None, help="Mixing weights, e.g. 0.7,0.3 (default: equal)."),
+    alpha: float = typer.Option(1.0, min=0.0, max=1.0, help="Style strength: 0 keeps the content."),
+    preserve_color: bool = typer.Option(
+        False, "--preserve-color", help="Keep the content's colours."
+    ),
+    max_size: int = typer.Option(None, help="Shrink contents so the long side is at most this."),
+    style_size: int = typer.Option(512, help="Long side the style image is encoded at."),
+    backend: str = typer.Option(None, help="ort-cpu, ort-cuda, ort-trt (default: best available)."),
+    out_dir: Path = typer.Option(Path("."), "--out", "-o", help="Output directory."),
+    suffix: str = typer.Option("_stylized", help="Appended to each output's file name."),
+    max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Stylize images with a bundle; bad files are reported and skipped.
+
+    Example: styleship stylize photos/ -m starry.stvae -s starry.jpg -s scream.jpg
+    --weights 0.7,0.3 --alpha 0.8 -o out/
+    """
+    from styleship.runtime.image import find_images
+    from styleship.runtime.stylizer import Stylizer
+
+    files = find_images(contents)
+    mix = _weights(weights)
+    bar = progress(as_json)
+    with Stylizer(model, backend=backend, style_size=style_size, max_pixels=max_pixels) as st, bar:
+        task = bar.add_task("stylizing", total=len(files))
+        results = st.stylize_files(
+            files,
+            out_dir,
+            suffix=suffix,
+            on_done=lambda r: bar.advance(task),
+            styles=style,
+            weights=mix,
+            alpha=alpha,
+            preserve_color=preserve_color,
+            max_size=max_size,
+        )
+    failed = [r for r in results if r.error]
+    data = {
+        "backend": st.backend_name,
+        "results": [
+            {"input": str(r.input), "output": str(r.output) if r.output else None, "error": r.error}
+            for r in results
+        ],
+    }
+    if as_json:
+        _print(data, True)
+    else:
+        for r in results:
+            (err if r.error else out).print(
+                f"{'error' if r.error else 'wrote'}: {r.error or r.output}", markup=False
+            )
+    if failed:
+        err.print(f"{len(failed)} of {len(results)} images failed")
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("build/demo"), "--out", "-o", help="Where to write results."),
+    model: Path = typer.Option(
+        None, "--model", "-m", help="Bundle to use (default: the shipped one)."
+    ),
+    backend: str = typer.Option("ort-cpu", help="Backend to run on."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Stylize the sample photos with the sample paintings and write a contact sheet.
+
+    Example: styleship demo --out build/demo
+    """
+    from styleship.demo import run_demo
+
+    with err.status("preparing the demo") as status:
+        result = run_demo(out_dir, model, backend, log=lambda m: status.update(m))
+    if as_json:
+        _print(result, True)
+        return
+    for run in result["bundles"]:
+        out.print(f"[bold]{run['bundle']}[/] ({run['family']}) on {result['backend']}")
+        if run["untrained"]:
+            out.print(
+                "  [yellow]note:[/] UNTRAINED (seeded random) weights: the pipeline runs "
+                "end to end, but the images are not real stylizations."
+            )
+        elif run["note"]:
+            out.print(f"  [yellow]note:[/] {run['note']}")
+        out.print(
+            f"  {len(run['outputs'])} images, {run['ms_per_image']:.0f} ms per image "
+            f"(decode, stylize, encode); contact sheet: {run['contact_sheet']}"
+        )
+
+
+@app.command()
+def gatys(
+    content: Path = typer.Argument(..., help="Content photo."),
+    style: Path = typer.Argument(..., help="Style painting."),
+    out_path: Path = typer.Option(..., "-o", "--out", help="Output image (.png, .jpg, ...)."),
+    steps: int = typer.Option(300, min=1, help="Closure calls (forward + backward passes)."),
+    size: int = typer.Option(512, min=16, help="Long side of content and style."),
+    optimizer: str = typer.Option("lbfgs", help="lbfgs or adam."),
+    lr: float = typer.Option(None, help="Step size (default: 1.0 for lbfgs, 0.02 for adam)."),
+    init: str = typer.Option("content", help="Start from the content image or from noise."),
+    content_weight: float = typer.Option(1.0, help="α: weight of the relu4_2 content loss."),
+    style_weight: float = typer.Option(1e6, help="β: weight of the Gram style loss."),
+    vgg: str = typer.Option(None, help="VGG-19 weights: PATH, hub, or random:SEED."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    tf32: bool = typer.Option(False, "--tf32", help="Allow TF32 matmuls/convolutions on GPU."),
+    seed: int = typer.Option(0, help="Seed for noise initialisation."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The iterative baseline (Gatys et al. 2016): optimise the image itself.
+
+    It runs exactly --steps closure calls (L-BFGS tolerances disabled), so its
+    cost is comparable between runs.
+
+    Example: styleship gatys photo.jpg starry.jpg --steps 300 --size 512 -o out.png
+    """
+    import cv2
+
+    from styleship.models.gatys import Gatys, GatysConfig
+    from styleship.runtime import image as im
+
+    if out_path.suffix.lower() not in im.WRITE_EXTENSIONS:
+        raise InputError(f"cannot write {out_path.suffix or 'files without an extension'}")
+    config = GatysConfig(
+        content_weight=content_weight,
+        style_weight=style_weight,
+        optimizer=optimizer,
+        lr=lr if lr is not None else (1.0 if optimizer == "lbfgs" else 0.02),
+        init=init,
+        seed=seed,
+    )
+    content_img = im.read_image(content)
+    rgb = im.resize_max_side(content_img.rgb, size)
+    im.check_min_size(rgb, "content image")
+    style_rgb = im.resize_max_side(im.read_image(style).rgb, size)
+    im.check_min_size(style_rgb, "style image")
+    baseline = Gatys(config, vgg, device, tf32)
+    with progress(as_json) as bar:
+        task = bar.add_task("gatys", total=steps)
+        result = baseline.run(
+            rgb, style_rgb, steps, on_call=lambda n: bar.update(task, completed=n)
+        )
+    alpha = content_img.alpha
+    if alpha is not None and alpha.shape[:2] != rgb.shape[:2]:
+        alpha = cv2.resize(alpha, rgb.shape[1::-1], interpolation=cv2.INTER_AREA)
+    im.write_image(out_path, im.Image(result.image, alpha, content_img.bit_depth))
+    last = result.checkpoints[-1]
+    data = {"output": str(out_path), "seconds": result.seconds, **last, "config": result.config}
+    _print(
+        data,
+        as_json,
+        f"wrote {out_path}: {result.calls} calls in {result.seconds:.1f} s, "
+        f"content loss {last['content_loss']:.3g}, style loss {last['style_loss']:.3g}",
+    )
