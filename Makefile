@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # an unpinned `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint clean train-demo
+.PHONY: install demo test lint clean train-demo bench bench-quick bench-gpu
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[cpu,torch,dev]"
+	$(PY) -m pip install --quiet -e ".[cpu,openvino,torch,bench,dev]"
 	touch $(STAMP)
 
 demo: install
@@ -35,6 +35,18 @@ train-demo: install
 	$(PY) -m styleship export $(RUNS)/stvae-demo/final -o assets/models/stvae-demo.stvae --force
 	$(PY) -m styleship train vqvae $(TRAIN_ARGS) -o $(RUNS)/vqvae-demo
 	$(PY) -m styleship export $(RUNS)/vqvae-demo/final -o assets/models/vqvae-demo.vqvae --force
+
+# The CPU matrix on this machine (about 45 minutes on 2 cores); results are committed.
+bench: install
+	$(PY) -m styleship bench --suite cpu --out benchmarks/results/cpu
+
+bench-quick: install
+	$(PY) -m styleship bench --suite cpu-quick --out build/bench-quick
+
+# On a machine with an NVIDIA GPU (and `pip install -e ".[gpu]"`); elsewhere it stops with one line.
+GPU_OUT ?= benchmarks/results/gpu
+bench-gpu: install
+	$(PY) -m styleship bench --suite gpu --out $(GPU_OUT)
 
 lint: install
 	$(VENV)/bin/ruff check styleship tests benchmarks

@@ -18,6 +18,7 @@ PACKAGES = (
     "onnxruntime-gpu",
     "onnx",
     "onnxscript",
+    "openvino",
     "torch",
     "safetensors",
     "tensorrt",
@@ -25,14 +26,15 @@ PACKAGES = (
 )
 
 
-def _version(pkg: str) -> str | None:
+def package_version(pkg: str) -> str | None:
     try:
         return importlib.metadata.version(pkg)
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
-def _gpus() -> list[str]:
+def gpus() -> list[str]:
+    """One "name, compute capability, driver" line per NVIDIA GPU; empty without nvidia-smi."""
     if not shutil.which("nvidia-smi"):
         return []
     try:
@@ -50,7 +52,7 @@ def _gpus() -> list[str]:
 
 def diagnose() -> dict:
     """A JSON-able report; `problems` lists what will break and how to fix it."""
-    versions = {pkg: _version(pkg) for pkg in PACKAGES}
+    versions = {pkg: package_version(pkg) for pkg in PACKAGES}
     problems = []
     if versions["onnxruntime"] and versions["onnxruntime-gpu"]:
         problems.append(
@@ -70,7 +72,7 @@ def diagnose() -> dict:
         "platform": platform.platform(),
         "packages": versions,
         "backends": {name: reason or "available" for name, reason in backends.items()},
-        "gpus": _gpus(),
+        "gpus": gpus(),
         "tensorrt": versions["tensorrt"] or "not installed (pip install 'styleship[gpu]')",
         "problems": problems,
     }

@@ -14,6 +14,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import logging
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from styleship import __version__, _atomic
 from styleship._hashing import sha256_file
 from styleship.compare import compare
 from styleship.errors import ExportError, InputError
-from styleship.models.checkpoint import load_checkpoint
+from styleship.models.checkpoint import checkpoint_paths, load_checkpoint
 from styleship.models.registry import SPATIAL_AXES, GraphDef, get_family
 from styleship.runtime import image as im
 from styleship.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
@@ -39,6 +40,7 @@ IMAGE_ATOL, IMAGE_MIN_PSNR = 2e-3, 50.0
 CODE_RTOL = 1e-4
 INDEX_MIN_AGREEMENT = 0.999
 MAX_BATCH, MAX_SIDE = 256, 8192
+CHECKPOINT = "checkpoint"  # checkpoint.safetensors + checkpoint.json inside the bundle
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
@@ -233,6 +235,8 @@ def export_bundle(
         "strength": torch.tensor([1.0, 0.5]),
     }
     with _atomic.staged_dir(out_dir, overwrite=force) as stage:
+        for src, dst in zip(checkpoint_paths(checkpoint), checkpoint_paths(stage / CHECKPOINT)):
+            shutil.copyfile(src, dst)
         manifest_graphs = {}
         for graph in graphs:
             log(f"exporting {graph.name}")
@@ -255,7 +259,7 @@ def export_bundle(
             "family": family.name,
             "description": family.description,
             "config": meta["config"],
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "normalisation": {
                 "input": "RGB float32 NCHW in [0, 1]; normalisation happens inside the graph",
                 "output": "RGB float32 NCHW in [0, 1]",
@@ -272,8 +276,12 @@ def export_bundle(
                 "parameters": sum(p.numel() for p in model.parameters()),
                 **family.summary(model),
             },
-            "checkpoint": {"training": meta.get("training", {})},
-            "files": {f.name: sha256_file(f) for f in sorted(stage.glob("*.onnx"))},
+            # The source checkpoint travels along, so the torch backend can run the
+            # same weights for comparison (benchmarks); the runtime never reads it.
+            "checkpoint": {"name": CHECKPOINT, "training": meta.get("training", {})},
+            "files": {
+                f.name: sha256_file(f) for f in sorted(stage.iterdir()) if f.name != MANIFEST
+            },
         }
         _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         manifest["parity"] = _parity(model, graphs, Bundle.load(stage), contents, styles, log)

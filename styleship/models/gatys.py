@@ -113,7 +113,13 @@ class GatysResult:
     setup_seconds: float
     # One row per budget reached: calls, seconds, content/style/total loss.
     checkpoints: list[dict] = field(default_factory=list)
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)  # calls -> image
     config: dict = field(default_factory=dict)
+
+
+def _rgb(image: torch.Tensor) -> np.ndarray:
+    out = image.detach().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def to_tensor(rgb: np.ndarray, device: str) -> torch.Tensor:
@@ -145,6 +151,7 @@ class Gatys:
         budget: int = 300,
         checkpoints: Sequence[int] = (),
         on_call: Callable[[int], None] | None = None,
+        snapshots: bool = False,
     ) -> GatysResult:
         """Optimise an image for exactly `budget` closure calls.
 
@@ -182,11 +189,11 @@ class Gatys:
             opt = torch.optim.Adam([image], lr=cfg.lr)
         self._sync()
         setup = time.perf_counter() - t0
-        calls, rows = 0, []
+        calls, rows, images = 0, [], {}
         begin = time.perf_counter()
 
         def closure() -> torch.Tensor:
-            nonlocal calls
+            nonlocal calls, begin
             opt.zero_grad(set_to_none=True)
             c, s = self.loss(image)
             total = cfg.content_weight * c + cfg.style_weight * s
@@ -203,6 +210,11 @@ class Gatys:
                         "total_loss": float(total.detach()),
                     }
                 )
+                if snapshots:
+                    paused = time.perf_counter()
+                    images[calls] = _rgb(image)
+                    # The copy is bookkeeping, not optimisation: leave it out of the clock.
+                    begin += time.perf_counter() - paused
             if on_call:
                 on_call(calls)
             return total
@@ -214,13 +226,13 @@ class Gatys:
                 opt.param_groups[0]["max_iter"] = opt.param_groups[0]["max_eval"] = budget - calls
         self._sync()
         seconds = time.perf_counter() - begin
-        out = image.detach().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
         return GatysResult(
-            image=np.ascontiguousarray(out, dtype=np.float32),
+            image=_rgb(image),
             calls=calls,
             seconds=seconds,
             setup_seconds=setup,
             checkpoints=rows,
+            snapshots=images,
             config={
                 **asdict(self.config),
                 "budget": budget,

@@ -131,6 +131,12 @@ class Bundle:
         return self.path / files[precision]
 
     @property
+    def checkpoint(self) -> Path | None:
+        """The source checkpoint (safetensors + JSON) if the bundle carries it, for torch."""
+        name = self.manifest.get("checkpoint", {}).get("name")
+        return self.path / name if name else None
+
+    @property
     def untrained(self) -> bool:
         """True for bundles whose weights are seeded random or untrained (tests, demo)."""
         return bool(self.manifest.get("weights", {}).get("untrained", False))

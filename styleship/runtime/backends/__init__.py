@@ -39,6 +39,15 @@ def _ort_probe(provider: str) -> Callable[[], str | None]:
     return probe
 
 
+def _module_probe(module: str, extra: str) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install 'styleship[{extra}]')"
+        return None
+
+    return probe
+
+
 @dataclass(frozen=True)
 class BackendEntry:
     target: str  # "module:Class"
@@ -64,6 +73,19 @@ BACKENDS: dict[str, BackendEntry] = {
         {"provider": "tensorrt"},
         _ort_probe("TensorrtExecutionProvider"),
         "cuda:0",
+    ),
+    "openvino": BackendEntry(
+        "styleship.runtime.backends.openvino:OpenVinoBackend",
+        probe=_module_probe("openvino", "openvino"),
+    ),
+    # For comparison in benchmarks: runs the checkpoint a bundle carries.
+    "torch": BackendEntry(
+        "styleship.runtime.backends.torch:TorchBackend", probe=_module_probe("torch", "torch")
+    ),
+    "torch-compile": BackendEntry(
+        "styleship.runtime.backends.torch:TorchBackend",
+        {"compile": True},
+        _module_probe("torch", "torch"),
     ),
 }
 # What `Stylizer` picks when not told: the fastest engine that needs no build step.

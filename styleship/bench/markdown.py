@@ -1,0 +1,259 @@
+"""results.md: the tables a person reads, rendered from results.json."""
+
+from __future__ import annotations
+
+import math
+
+PLOTS = ("latency_vs_size.png", "throughput_vs_batch.png", "speedup_vs_gatys.png")
+PLOTS += ("quality_vs_speed.png",)
+
+
+def fmt(value, kind: str = "ms") -> str:
+    """The one number format of the Markdown tables (tests compare it with the JSON)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "x":
+        return f"{value:,.0f}×" if value >= 100 else f"{value:.1f}×"
+    if kind == "db":
+        return f"{value:.1f}"
+    if kind == "loss":
+        return f"{value:.3g}"
+    if kind == "ssim":
+        return f"{value:.3f}"
+    if kind == "pct":
+        return f"{value * 100:+.0f}%"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def ok_rows(rows: list[dict], **match) -> list[dict]:
+    return [r for r in rows if r["status"] == "ok" and all(r.get(k) == v for k, v in match.items())]
+
+
+def budgets_of(rows: list[dict]) -> list[int]:
+    return sorted({r["budget"] for r in ok_rows(rows, method="gatys")})
+
+
+def render_markdown(results: dict) -> str:
+    rows, env, suite = results["rows"], results["environment"], results["suite"]
+    gpu = ", ".join(env.get("gpus") or []) or "none"
+    vgg = results["vgg"]
+    out = [f"# Benchmark `{suite['name']}`\n", f"{suite['description']}\n"]
+    out.append(
+        f"Machine: {env['cpu']} ({env['usable_cores']} usable cores, "
+        f"{', '.join(env.get('cpu_flags', [])) or 'no AVX-512'}), GPU: {gpu}. "
+        f"Commit {env.get('git_commit')}, started {results['started']}, "
+        f"took {results['wall_seconds'] / 60:.1f} min. Content `{suite['content']}`, "
+        f"style `{suite['style']}`.\n"
+    )
+    if vgg.get("source") == "random":
+        out.append(
+            "**VGG-19 weights are seeded random** (`random:"
+            f"{vgg.get('seed')}`): pretrained weights cannot be fetched here. Latency does not "
+            "depend on weights; the content/style losses are a consistency check only.\n"
+        )
+    untrained = [m for m, info in results["models"].items() if info.get("untrained")]
+    if untrained:
+        out.append(f"Models with untrained/seeded weights: {', '.join(untrained)}.\n")
+    budgets = budgets_of(rows)
+    out.append("\n## Headline: batch 1, style cached, compute only\n\n")
+    out.append(
+        "Fastest backend per model and size whose output stays within 40 dB PSNR of fp32, "
+        "against PyTorch eager fp32 and against Gatys in the same run.\n\n"
+    )
+    header = ["model", "size", "best backend", "p50 ms", "PSNR vs fp32 dB", "torch eager ms"]
+    header += ["× torch eager", "end-to-end ms", "e2e overhead"]
+    header += [f"× Gatys-{b}" for b in budgets]
+    table = []
+    for s in results["summary"]:
+        row = [
+            s["model"],
+            f"{s['size']}²",
+            f"{s['best_backend']} {s['best_precision']}",
+            fmt(s["best_p50_ms"]),
+            fmt(s["best_psnr_vs_fp32_db"], "db"),
+            fmt(s["torch_eager_p50_ms"]),
+            fmt(s["speedup_vs_torch_eager"], "x"),
+            fmt(s["end_to_end_p50_ms"]),
+            fmt(s["end_to_end_overhead"], "pct"),
+        ]
+        row += [fmt(s["speedup_vs_gatys"].get(str(b)), "x") for b in budgets]
+        table.append(row)
+    out.append(_table(header, table))
+    gatys = ok_rows(rows, method="gatys")
+    if gatys:
+        out.append("\n## Gatys baseline (fixed closure budgets, one run per size)\n\n")
+        table = [
+            [
+                f"{r['size']}²",
+                str(r["budget"]),
+                r["precision"],
+                fmt(r["p50_ms"] / 1000, "loss") + " s",
+                fmt(r["content_loss"], "loss"),
+                fmt(r["style_loss"], "loss"),
+                fmt(r["ssim_content"], "ssim"),
+                fmt(r["peak_rss_mib"]),
+            ]
+            for r in gatys
+        ]
+        out.append(
+            _table(
+                [
+                    "size",
+                    "calls",
+                    "precision",
+                    "time",
+                    "content loss",
+                    "style loss",
+                    "SSIM to content",
+                    "peak RSS MiB",
+                ],
+                table,
+            )
+        )
+    out.append("\n## Latency (compute only)\n\n")
+    table = []
+    for r in ok_rows(rows, view="compute"):
+        if r["method"] == "gatys":
+            continue
+        table.append(
+            [
+                r["model"],
+                r["backend"],
+                r["precision"],
+                r["style"],
+                f"{r['size']}²",
+                str(r["batch"]),
+                fmt(r["p50_ms"]),
+                fmt(r["p90_ms"]),
+                fmt(r["p99_ms"]),
+                f"{fmt(r['mean_ms'])} ± {fmt(r['std_ms'])}",
+                fmt(r["images_per_s"]),
+                str(r["iterations"]),
+                fmt(r["load_ms"] + r["first_call_ms"]),
+                fmt(r["peak_rss_mib"]),
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "model",
+                "backend",
+                "precision",
+                "style",
+                "size",
+                "batch",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "mean ± std ms",
+                "images/s",
+                "n",
+                "first run ms",
+                "peak RSS MiB",
+            ],
+            table,
+        )
+    )
+    e2e = ok_rows(rows, view="end-to-end")
+    if e2e:
+        out.append("\n## End to end (JPEG bytes → decode → infer → encode), batch 1\n\n")
+        table = []
+        for r in e2e:
+            key = {k: r[k] for k in ("model", "backend", "precision", "size", "batch", "style")}
+            comp = next(iter(ok_rows(rows, view="compute", **key)), None)
+            table.append(
+                [
+                    r["model"],
+                    r["backend"],
+                    r["precision"],
+                    f"{r['size']}²",
+                    fmt(comp["p50_ms"]) if comp else "-",
+                    fmt(r["p50_ms"]),
+                    fmt(r["p50_ms"] / comp["p50_ms"] - 1, "pct") if comp else "-",
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "model",
+                    "backend",
+                    "precision",
+                    "size",
+                    "compute p50 ms",
+                    "end-to-end p50 ms",
+                    "overhead",
+                ],
+                table,
+            )
+        )
+    scored = [
+        r for r in ok_rows(rows, view="compute") if "ssim_content" in r and r["method"] != "gatys"
+    ]
+    if scored:
+        out.append("\n## Quality (batch 1 output)\n\n")
+        table = [
+            [
+                r["model"],
+                r["backend"],
+                r["precision"],
+                r["style"],
+                f"{r['size']}²",
+                fmt(r.get("psnr_vs_fp32_db"), "db") if r.get("psnr_reference") else "-",
+                r.get("psnr_reference") or "(is the reference)",
+                fmt(r["ssim_content"], "ssim"),
+                fmt(r.get("content_loss"), "loss"),
+                fmt(r.get("style_loss"), "loss"),
+            ]
+            for r in scored
+            if r["batch"] == min(x["batch"] for x in scored if x["model"] == r["model"])
+        ]
+        out.append(
+            _table(
+                [
+                    "model",
+                    "backend",
+                    "precision",
+                    "style",
+                    "size",
+                    "PSNR vs fp32 dB",
+                    "reference",
+                    "SSIM to content",
+                    "content loss",
+                    "style loss",
+                ],
+                table,
+            )
+        )
+        out.append('\n(PSNR "-" next to a named reference: bit-identical to it.)\n')
+    other = [r for r in rows if r["status"] != "ok"]
+    if other:
+        out.append("\n## Skipped and failed\n\n")
+        table = [
+            [
+                r["model"],
+                r["backend"],
+                r["precision"],
+                r["style"],
+                f"{r['size']}²",
+                str(r["batch"]) if r.get("budget") is None else f"{r['budget']} calls",
+                r["status"],
+                r["reason"],
+            ]
+            for r in other
+        ]
+        out.append(
+            _table(
+                ["model", "backend", "precision", "style", "size", "batch", "status", "reason"],
+                table,
+            )
+        )
+    out.append("\nPlots: " + ", ".join(f"[{p}]({p})" for p in PLOTS) + "\n")
+    return "".join(out)

@@ -1,0 +1,165 @@
+"""Run a suite: the Gatys baseline, every case of its matrix, then the reports.
+
+`results.json` is the single source every report is rendered from.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from styleship import _atomic
+from styleship.bench.config import Suite
+from styleship.bench.env import environment
+from styleship.bench.runner import Log, Runner
+from styleship.errors import BackendUnavailable, InputError
+
+FORMAT, FORMAT_VERSION = "styleship-bench", 1
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """Per-image feed-forward time vs each Gatys budget at the same size, same run."""
+    gatys = {
+        (r["size"], r["budget"]): r["p50_ms"]
+        for r in rows
+        if r["method"] == "gatys" and r["status"] == "ok"
+    }
+    for r in rows:
+        if r["method"] == "gatys" or r["status"] != "ok" or r["view"] != "compute":
+            continue
+        per_image = r["p50_ms"] / r["batch"]
+        r["speedup_vs_gatys"] = {
+            str(budget): ms / per_image for (size, budget), ms in gatys.items() if size == r["size"]
+        }
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per model and size (batch 1, style cached): the fastest backend whose output stays
+    within 40 dB of fp32, against PyTorch eager fp32 and against Gatys."""
+    out = []
+    ok = [
+        r
+        for r in rows
+        if r["status"] == "ok"
+        and r["method"] != "gatys"
+        and r["batch"] == 1
+        and r["style"] == "cached"
+    ]
+    for model, size in sorted({(r["model"], r["size"]) for r in ok}):
+        group = [r for r in ok if r["model"] == model and r["size"] == size]
+        compute = [r for r in group if r["view"] == "compute"]
+        equal = [
+            r
+            for r in compute
+            if r["precision"] == "fp32" or (r.get("psnr_vs_fp32_db") or 0) >= 40.0
+        ]
+        if not equal:
+            continue
+        best = min(equal, key=lambda r: r["p50_ms"])
+        torch_ref = next(
+            (r for r in compute if r["backend"] == "torch" and r["precision"] == "fp32"), None
+        )
+        e2e = next(
+            (
+                r
+                for r in group
+                if r["view"] == "end-to-end"
+                and (r["backend"], r["precision"]) == (best["backend"], best["precision"])
+            ),
+            None,
+        )
+        out.append(
+            {
+                "model": model,
+                "size": size,
+                "best_backend": best["backend"],
+                "best_precision": best["precision"],
+                "best_p50_ms": best["p50_ms"],
+                "best_psnr_vs_fp32_db": best.get("psnr_vs_fp32_db"),
+                "torch_eager_p50_ms": torch_ref["p50_ms"] if torch_ref else None,
+                "speedup_vs_torch_eager": torch_ref["p50_ms"] / best["p50_ms"]
+                if torch_ref
+                else None,
+                "end_to_end_p50_ms": e2e["p50_ms"] if e2e else None,
+                "end_to_end_overhead": e2e["p50_ms"] / best["p50_ms"] - 1 if e2e else None,
+                "speedup_vs_gatys": best.get("speedup_vs_gatys", {}),
+            }
+        )
+    return out
+
+
+def run_suite(
+    suite: Suite,
+    out_dir: Path,
+    work_dir: Path,
+    on_step: Callable[[str], None] = lambda label: None,
+    log: Log = lambda msg: None,
+) -> dict:
+    """Run everything, write results.json and the reports into `out_dir`; return the results."""
+    from styleship.bench import report
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out must be a directory: {out_dir}")
+    require_device(suite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    runner = Runner(suite, work_dir, log)
+    rows: list[dict] = []
+    for size in suite.gatys.sizes:
+        on_step(f"gatys {size}²")
+        rows += runner.run_gatys(size)
+    for case in suite.cases():
+        on_step(f"{case.model} {case.backend} {case.precision} {case.size}² b{case.batch}")
+        rows += runner.run_case(case, suite.block_of(case))
+    add_speedups(rows)
+    results = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "suite": {
+            "name": suite.name,
+            "description": suite.description,
+            "file": suite.path.name,
+            "config": suite.path.read_text(),
+            "device": suite.device,
+            "timing": asdict(suite.timing),
+            "content": suite.content.name,
+            "style": suite.style.name,
+        },
+        "environment": environment(),
+        "vgg": runner._scorer.provenance if runner._scorer else {"source": suite.vgg},
+        "models": {
+            mid: {
+                "family": b.family,
+                "config": b.manifest.get("config"),
+                "parameters": b.manifest.get("model_info", {}).get("parameters"),
+                "untrained": b.untrained,
+            }
+            for mid, b in runner.bundles.items()
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": time.time() - started,
+        "rows": rows,
+        "summary": summarize(rows),
+    }
+    _atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    report.write_reports(results, out_dir)
+    return results
+
+
+def require_device(suite: Suite) -> None:
+    """Stop before measuring anything when a GPU suite meets a machine without a GPU."""
+    from styleship.doctor import gpus
+
+    if suite.device == "cuda" and not gpus():
+        raise BackendUnavailable(
+            "this suite needs a CUDA GPU and none is visible here (nvidia-smi finds none)"
+        )
+
+
+def count_steps(suite: Suite) -> int:
+    return len(suite.gatys.sizes) + len(suite.cases())

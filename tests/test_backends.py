@@ -1,0 +1,120 @@
+"""The OpenVINO and torch backends against ONNX Runtime, and their refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from styleship.compare import psnr
+from styleship.errors import BackendUnavailable, InputError, ModelError
+from styleship.runtime import image as im
+from styleship.runtime.backends import available_backends, create_backend
+from styleship.runtime.bundle import Bundle
+
+
+def _feeds(bundle: Bundle, contents, styles, size: int = 128) -> dict[str, np.ndarray]:
+    """Stylizer-graph inputs from real photos: content at size², the code of a painting."""
+    import cv2
+
+    content = cv2.resize(im.read_image(contents[1]).rgb, (size, size))
+    style = cv2.resize(im.read_image(styles[0]).rgb, (size, size))
+    with create_backend("ort-cpu") as enc:
+        enc.load(bundle, "style_encoder")
+        code = enc.run({"style": im.to_nchw(style)})
+    return {**code, "content": im.to_nchw(content), "alpha": np.ones(1, np.float32)}
+
+
+def _run(name: str, bundle: Bundle, feeds, precision: str = "fp32", **options) -> np.ndarray:
+    with create_backend(name, **options) as backend:
+        backend.load(bundle, "stylizer", "cpu", precision)
+        return backend.run(feeds)["image"]
+
+
+@pytest.fixture(scope="module")
+def bundle(small_bundle) -> Bundle:
+    return Bundle.load(small_bundle)
+
+
+@pytest.fixture(scope="module")
+def feeds(bundle, contents, styles):
+    return _feeds(bundle, contents, styles)
+
+
+@pytest.fixture(scope="module")
+def reference(bundle, feeds) -> np.ndarray:
+    return _run("ort-cpu", bundle, feeds)
+
+
+needs_openvino = pytest.mark.skipif(
+    available_backends()["openvino"] is not None, reason="openvino is not installed"
+)
+
+
+@needs_openvino
+def test_openvino_fp32_matches_onnxruntime(bundle, feeds, reference):
+    out = _run("openvino", bundle, feeds)
+    assert out.shape == reference.shape
+    assert np.abs(out - reference).max() < 1e-4
+
+
+@needs_openvino
+def test_openvino_bf16_is_close_but_not_identical(bundle, feeds, reference):
+    try:
+        out = _run("openvino", bundle, feeds, "bf16")
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    quality = psnr(reference, out)
+    assert 25.0 < quality < float("inf"), quality
+
+
+@needs_openvino
+def test_openvino_refuses_what_it_cannot_run(bundle, bundle_copy):
+    with pytest.raises(BackendUnavailable, match="not fp16"):
+        create_backend("openvino").load(bundle, "stylizer", "cpu", "fp16")
+    with pytest.raises(BackendUnavailable, match="on the CPU"):
+        create_backend("openvino").load(bundle, "stylizer", "cuda:0")
+    with pytest.raises(InputError, match="hint"):
+        create_backend("openvino", hint="fastest")
+    # A graph whose I/O differs from the manifest: another graph's file in its place.
+    shutil.copy(bundle_copy / "style_encoder.onnx", bundle_copy / "stylizer.onnx")
+    with pytest.raises(ModelError, match="not this bundle's"):
+        create_backend("openvino").load(Bundle.load(bundle_copy, verify=False), "stylizer")
+
+
+def test_torch_backend_runs_the_bundled_checkpoint(bundle, feeds, reference):
+    out = _run("torch", bundle, feeds)
+    assert np.abs(out - reference).max() < 2e-3  # the export parity tolerance
+    bf16 = _run("torch", bundle, feeds, "bf16")
+    assert 20.0 < psnr(reference, bf16) < float("inf")
+
+
+def test_torch_backend_compute_fn_matches_run(bundle, feeds):
+    with create_backend("torch") as backend:
+        backend.load(bundle, "stylizer")
+        fn = backend.compute_fn(feeds)
+        fn()  # runs on tensors made once; returns nothing to check but must not fail
+        assert backend.info().backend == "torch"
+
+
+def test_torch_backend_refusals(bundle, bundle_copy):
+    with pytest.raises(BackendUnavailable, match="CUDA GPU"):
+        create_backend("torch").load(bundle, "stylizer", "cpu", "tf32")
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    del manifest["checkpoint"]["name"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackendUnavailable, match="carries no checkpoint"):
+        create_backend("torch").load(Bundle.load(bundle_copy), "stylizer")
+
+
+def test_exported_bundle_carries_its_checkpoint(bundle, small_checkpoint):
+    assert bundle.checkpoint is not None
+    assert (bundle.path / "checkpoint.safetensors").read_bytes() == small_checkpoint.read_bytes()
+    assert "checkpoint.safetensors" in bundle.manifest["files"]  # hashed like the graphs
+
+
+def test_onnxruntime_refuses_bf16(bundle):
+    with pytest.raises(BackendUnavailable, match="ort-cpu runs fp32, not bf16"):
+        create_backend("ort-cpu").load(bundle, "stylizer", "cpu", "bf16")

@@ -1,0 +1,264 @@
+"""The benchmark suite: statistics, config, skip reasons, reports, and a real cpu-quick run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+
+from styleship.bench.config import BenchCase, RunBlock, Timing, load_suite, parse_suite
+from styleship.bench.report import compare, fmt, render_csv
+from styleship.bench.timing import PeakMemory, Stats, measure
+from styleship.errors import InputError
+
+pytest.importorskip("torch")
+
+
+# -- statistics ---------------------------------------------------------------
+def test_percentiles_on_known_samples():
+    s = Stats.from_samples(list(range(1, 101)))  # 1..100 ms
+    assert (s.p50_ms, s.p90_ms, s.p99_ms) == pytest.approx((50.5, 90.1, 99.01))
+    assert s.mean_ms == pytest.approx(50.5)
+    assert s.std_ms == pytest.approx(np.std(np.arange(1, 101), ddof=1))
+    assert (s.min_ms, s.max_ms, s.iterations) == (1, 100, 100)
+    assert s.images_per_s(8) == pytest.approx(8 * 1000 / 50.5)
+    one = Stats.from_samples([7.0])
+    assert (one.p50_ms, one.p99_ms, one.std_ms) == (7.0, 7.0, 0.0)
+    with pytest.raises(ValueError):
+        Stats.from_samples([])
+    with pytest.raises(ValueError):
+        Stats.from_samples([1.0, float("nan")])
+
+
+def test_measure_separates_warmup_and_respects_limits():
+    calls = []
+    stats = measure(lambda: calls.append(1), Timing(warmup=2, min_iterations=5, min_seconds=0))
+    assert stats.iterations == 5 and len(calls) == 7
+    calls.clear()
+    stats = measure(
+        lambda: calls.append(1),
+        Timing(warmup=0, min_iterations=3, max_iterations=4, min_seconds=60),
+    )
+    assert stats.iterations == 4  # max_iterations wins over min_seconds
+
+
+def test_peak_memory_sees_a_short_lived_allocation():
+    with PeakMemory() as before:
+        pass
+    with PeakMemory() as mem:
+        block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+        block.sum()
+        del block
+    assert mem.peak_mib - before.peak_mib > 150
+
+
+# -- config ---------------------------------------------------------------------
+BASE = """
+name = "t"
+content = "../assets/content/chelsea.jpg"
+style = "../assets/styles/starry_night.jpg"
+[[model]]
+id = "m"
+bundle = "../assets/models/stvae-demo.stvae"
+"""
+
+
+def _parse(extra: str):
+    return parse_suite(BASE + extra, ROOT / "benchmarks" / "t.toml")
+
+
+def test_config_expands_blocks_without_duplicates():
+    suite = _parse(
+        """
+[[run]]
+models = ["m"]
+backends = ["ort-cpu", "openvino"]
+precisions = ["fp32", "bf16"]
+sizes = [256, 512]
+[[run]]
+models = ["m"]
+backends = ["ort-cpu"]
+sizes = [256]
+batches = [1, 8]
+styles = ["cached", "uncached"]
+"""
+    )
+    cases = suite.cases()
+    assert len(cases) == 2 * 2 * 2 + 4 - 1  # (ort-cpu fp32 256 b1 cached) is in both blocks
+    assert len({c.key for c in cases}) == len(cases)
+    assert suite.content.is_file() and suite.models["m"].bundle.is_dir()
+    assert suite.block_of(BenchCase("m", "ort-cpu", "fp32", 256, 8, "uncached")).batches == (1, 8)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[[run]]\nmodels=['m']\nbackends=['onnx-gpu']\n", "unknown backend 'onnx-gpu'"),
+        ("[[run]]\nmodels=['x']\nbackends=['ort-cpu']\n", "unknown model 'x'"),
+        ("[[run]]\nmodels=['m']\nbackends=['ort-cpu']\nsizes=[250]\n", "multiples of 8"),
+        ("[[run]]\nmodels=['m']\nbackends=['ort-cpu']\nbatch=[1]\n", "unknown key 'batch'"),
+        ("[[run]]\nmodels=['m']\nbackends=['ort-cpu']\nprecisions=['fp8']\n", "unknown precision"),
+        ("[timing]\nwarmup = -1\n", "non-negative"),
+        ("[timing]\nmin_iterations = 5\nmax_iterations = 2\n", "min_iterations"),
+        ("[[model]]\nid = 'm'\nfamily = 'stvae'\n", "duplicate model id"),
+        ("[[model]]\nid = 'n'\n", "either bundle or family"),
+        ("[gatys]\nsizes = ['big']\n", "positive integers"),
+        ("this is = not toml = ", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_problem(extra, message):
+    with pytest.raises(InputError, match=message):
+        _parse(extra)
+
+
+def test_unknown_suite_lists_the_known_ones():
+    with pytest.raises(InputError, match="known: .*cpu-quick"):
+        load_suite("nope")
+
+
+# -- skip reasons -------------------------------------------------------------------
+def test_cases_that_cannot_run_here_are_skipped_with_the_reason(tmp_path):
+    from styleship.bench.runner import Runner
+
+    suite = _parse("")
+    runner = Runner(suite, tmp_path, log=lambda m: None)
+    block = RunBlock(models=("m",), backends=("ort-cpu",))
+    rows = runner.run_case(BenchCase("m", "ort-cpu", "bf16", 64, 1, "cached"), block)
+    assert rows[0]["status"] == "skipped" and "runs fp32, not bf16" in rows[0]["reason"]
+    rows = runner.run_case(BenchCase("m", "torch", "fp16", 64, 1, "cached"), block)
+    assert rows[0]["status"] == "skipped" and "needs a CUDA GPU" in rows[0]["reason"]
+    runner.status["ort-cuda"] = "this onnxruntime build has no CUDAExecutionProvider"
+    rows = runner.run_case(BenchCase("m", "ort-cuda", "fp32", 64, 1, "cached"), block)
+    assert rows[0]["status"] == "skipped" and "CUDAExecutionProvider" in rows[0]["reason"]
+    ok = runner.run_case(BenchCase("m", "ort-cpu", "fp32", 64, 2, "cached"), block)[0]
+    assert ok["status"] == "ok" and ok["batch"] == 2 and ok["p50_ms"] > 0
+
+
+# -- a real run of cpu-quick ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "quick"
+    r = run_cli("bench", "--suite", "cpu-quick", "--out", out, "--work-dir", out.parent / "w")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def _md_table(md: str, heading: str) -> list[dict[str, str]]:
+    section = md.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+
+
+def test_quick_suite_writes_every_file(quick_run):
+    for name in ("results.json", "results.csv", "results.md"):
+        assert (quick_run / name).stat().st_size > 0
+    for name in ("latency_vs_size", "throughput_vs_batch", "speedup_vs_gatys", "quality_vs_speed"):
+        assert (quick_run / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((quick_run / "results.json").read_text())
+    assert results["environment"]["cpu"] and results["environment"]["usable_cores"] >= 1
+    assert results["vgg"]["source"] == "random"
+    statuses = {r["status"] for r in results["rows"]}
+    assert "ok" in statuses and "failed" not in statuses
+    methods = {r["method"] for r in results["rows"] if r["status"] == "ok"}
+    assert methods == {"stvae", "vqvae", "gatys"}
+    views = {r["view"] for r in results["rows"] if r["status"] == "ok"}
+    assert views == {"compute", "end-to-end"}
+
+
+def test_quick_suite_markdown_and_csv_match_the_json(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())
+    md = (quick_run / "results.md").read_text()
+    latency = _md_table(md, "Latency (compute only)")
+    ok = [r for r in results["rows"] if r["status"] == "ok" and r["view"] == "compute"]
+    ff = [r for r in ok if r["method"] != "gatys"]
+    assert len(latency) == len(ff)
+    for row, r in zip(latency, ff):
+        assert (row["model"], row["backend"], row["precision"]) == (
+            r["model"],
+            r["backend"],
+            r["precision"],
+        )
+        assert row["p50 ms"] == fmt(r["p50_ms"]) and row["p99 ms"] == fmt(r["p99_ms"])
+        assert row["images/s"] == fmt(r["images_per_s"]) and row["n"] == str(r["iterations"])
+    headline = _md_table(md, "Headline")
+    assert [h["model"] for h in headline] == [s["model"] for s in results["summary"]]
+    for h, s in zip(headline, results["summary"]):
+        assert h["p50 ms"] == fmt(s["best_p50_ms"])
+        for budget, x in s["speedup_vs_gatys"].items():
+            assert h[f"× Gatys-{budget}"] == fmt(x, "x")
+    gatys = _md_table(md, "Gatys baseline")
+    assert [g["calls"] for g in gatys] == [str(r["budget"]) for r in ok if r["method"] == "gatys"]
+    rows = list(csv.DictReader(io.StringIO((quick_run / "results.csv").read_text())))
+    assert len(rows) == len(results["rows"])
+    for row, r in zip(rows, results["rows"]):
+        if r["status"] == "ok":
+            assert float(row["p50_ms"]) == r["p50_ms"]
+    assert render_csv(results) == (quick_run / "results.csv").read_text()
+
+
+def test_quick_suite_speedups_are_ratios_of_the_same_run(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())
+    gatys = {
+        (r["size"], r["budget"]): r["p50_ms"]
+        for r in results["rows"]
+        if r["method"] == "gatys" and r["status"] == "ok"
+    }
+    for r in results["rows"]:
+        if r["status"] == "ok" and r["method"] != "gatys" and r["view"] == "compute":
+            for budget, x in r["speedup_vs_gatys"].items():
+                expected = gatys[(r["size"], int(budget))] / (r["p50_ms"] / r["batch"])
+                assert x == pytest.approx(expected)
+
+
+def test_compare_and_render(quick_run, tmp_path):
+    results = json.loads((quick_run / "results.json").read_text())
+    slower = json.loads(json.dumps(results))
+    for r in slower["rows"]:
+        if r["status"] == "ok":
+            r["p50_ms"] *= 1.5
+    changes = compare(results, slower)
+    assert changes and all(c["change"] == pytest.approx(0.5) for c in changes)
+    copy = Path(shutil.copytree(quick_run, tmp_path / "copy"))
+    (copy / "results.md").unlink()
+    r = run_cli("bench", "--render", copy)
+    assert (
+        r.returncode == 0
+        and (copy / "results.md").read_text() == (quick_run / "results.md").read_text()
+    )
+    r = run_cli("bench", "--compare", quick_run, copy, "--json")
+    assert r.returncode == 0
+    assert all(row["change"] == 0 for row in json.loads(r.stdout)["rows"])
+
+
+def test_bench_errors_are_one_line(tmp_path):
+    r = run_cli("bench", "--compare", tmp_path, tmp_path)
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: no benchmark results")
+    r = run_cli("bench", "--suite", "nope", "--out", tmp_path)
+    assert r.returncode == 1 and "unknown suite 'nope'" in r.stderr
+    r = run_cli("bench")
+    assert r.returncode == 2
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has a GPU")
+def test_gpu_suite_fails_clearly_without_a_gpu(tmp_path):
+    r = run_cli("bench", "--suite", "gpu", "--out", tmp_path / "gpu")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "error: this suite needs a CUDA GPU and none is visible here (nvidia-smi finds none)"
+    ]
+    assert not (tmp_path / "gpu").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_suites_parse(path):
+    suite = load_suite(str(path))
+    assert suite.cases() and suite.content.is_file() and suite.style.is_file()
+    for spec in suite.models.values():
+        assert spec.bundle is None or (spec.bundle / "manifest.json").is_file()
