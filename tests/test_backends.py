@@ -118,3 +118,25 @@ def test_exported_bundle_carries_its_checkpoint(bundle, small_checkpoint):
 def test_onnxruntime_refuses_bf16(bundle):
     with pytest.raises(BackendUnavailable, match="ort-cpu runs fp32, not bf16"):
         create_backend("ort-cpu").load(bundle, "stylizer", "cpu", "bf16")
+
+
+def test_export_records_bf16_parity_and_the_stylizer_follows_it(bundle, bundle_copy):
+    from styleship.runtime.stylizer import Stylizer
+
+    record = bundle.manifest["precision_parity"]["bf16"]
+    assert record["backend"] == "openvino"
+    if "reason" not in record:  # measured: the record is what the comparison found
+        assert record["passed"] == (record["psnr_db"] >= 40.0)
+    with Stylizer(bundle, "ort-cpu", cache_dir=None) as st:
+        assert st.precision == "fp32"
+    if available_backends()["openvino"] is not None:
+        return
+    for passed, expected in ((True, "bf16"), (False, "fp32")):
+        manifest = json.loads((bundle_copy / "manifest.json").read_text())
+        manifest["precision_parity"]["bf16"] |= {"passed": passed}
+        (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+        try:
+            with Stylizer(bundle_copy, "openvino", cache_dir=None) as st:
+                assert st.precision == expected
+        except BackendUnavailable as exc:  # a CPU without native bf16
+            pytest.skip(str(exc))

@@ -48,7 +48,14 @@ def stylize(
     ),
     max_size: int = typer.Option(None, help="Shrink contents so the long side is at most this."),
     style_size: int = typer.Option(512, help="Long side the style image is encoded at."),
-    backend: str = typer.Option(None, help="ort-cpu, ort-cuda, ort-trt (default: best available)."),
+    backend: str = typer.Option(
+        None, help="ort-cpu, ort-cuda, ort-trt, openvino (default: best available)."
+    ),
+    precision: str = typer.Option(
+        None,
+        help="fp32, bf16 (openvino), fp16 (GPU); default: fp32 unless the bundle's parity "
+        "record clears a faster one for this backend.",
+    ),
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="Output directory."),
     suffix: str = typer.Option("_stylized", help="Appended to each output's file name."),
     max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this."),
@@ -65,7 +72,12 @@ def stylize(
     files = find_images(contents)
     mix = _weights(weights)
     bar = progress(as_json)
-    with Stylizer(model, backend=backend, style_size=style_size, max_pixels=max_pixels) as st, bar:
+    with (
+        Stylizer(
+            model, backend, precision=precision, style_size=style_size, max_pixels=max_pixels
+        ) as st,
+        bar,
+    ):
         task = bar.add_task("stylizing", total=len(files))
         results = st.stylize_files(
             files,
@@ -81,6 +93,7 @@ def stylize(
     failed = [r for r in results if r.error]
     data = {
         "backend": st.backend_name,
+        "precision": st.precision,
         "results": [
             {"input": str(r.input), "output": str(r.output) if r.output else None, "error": r.error}
             for r in results

@@ -136,6 +136,13 @@ class Bundle:
         name = self.manifest.get("checkpoint", {}).get("name")
         return self.path / name if name else None
 
+    def default_precision(self, backend: str) -> str:
+        """fp32, or a reduced precision whose recorded parity on `backend` passed."""
+        for precision, record in self.manifest.get("precision_parity", {}).items():
+            if record.get("backend") == backend and record.get("passed"):
+                return precision
+        return "fp32"
+
     @property
     def untrained(self) -> bool:
         """True for bundles whose weights are seeded random or untrained (tests, demo)."""

@@ -61,14 +61,18 @@ def mix_codes(
 
 
 class Stylizer:
-    """Stylize images with a bundle: `Stylizer("starry.stvae").stylize("photo.jpg", "art.jpg")`."""
+    """Stylize images with a bundle: `Stylizer("starry.stvae").stylize("photo.jpg", "art.jpg")`.
+
+    `precision` None picks fp32, or a reduced precision only where the bundle
+    records that it passed parity on this backend (e.g. OpenVINO bf16).
+    """
 
     def __init__(
         self,
         bundle: str | os.PathLike | Bundle,
         backend: str | None = None,
         device: str | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
         style_size: int = 512,
         cache_dir: Path | object | None = _DEFAULT,
         max_pixels: int = im.DEFAULT_MAX_PIXELS,
@@ -76,7 +80,7 @@ class Stylizer:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.backend_name = backend or best_available()
         self.device = device or default_device(self.backend_name)
-        self.precision = precision
+        self.precision = precision or self.bundle.default_precision(self.backend_name)
         self.style_size = style_size
         self.max_pixels = max_pixels
         directory = default_cache_dir() if cache_dir is _DEFAULT else cache_dir
