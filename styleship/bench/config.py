@@ -47,6 +47,7 @@ class ModelSpec:
     bundle: Path | None = None  # a shipped/exported bundle...
     family: str | None = None  # ...or a family and config, built with seeded random weights
     config: dict = field(default_factory=dict)
+    vgg: str | None = None  # a family's VGG-19 source when it has one (ST-VAE's encoder)
 
 
 @dataclass(frozen=True)
@@ -191,13 +192,15 @@ def parse_suite(text: str, path: Path) -> Suite:
     models = {}
     for i, m in enumerate(data.get("model", [])):
         where = f"{path.name} [[model]] #{i + 1}"
-        _check_keys(m, {"id", "bundle", "family", "config"}, where)
+        _check_keys(m, {"id", "bundle", "family", "config", "vgg"}, where)
         if "id" not in m or ("bundle" in m) == ("family" in m):
             raise InputError(f"{where}: give an id and either bundle or family")
         if m["id"] in models:
             raise InputError(f"{where}: duplicate model id {m['id']!r}")
         bundle = (base / m["bundle"]).resolve() if "bundle" in m else None
-        models[m["id"]] = ModelSpec(m["id"], bundle, m.get("family"), dict(m.get("config", {})))
+        models[m["id"]] = ModelSpec(
+            m["id"], bundle, m.get("family"), dict(m.get("config", {})), m.get("vgg")
+        )
     runs = []
     for i, r in enumerate(data.get("run", [])):
         where = f"{path.name} [[run]] #{i + 1}"

@@ -41,10 +41,16 @@ def budgets_of(rows: list[dict]) -> list[int]:
     return sorted({r["budget"] for r in ok_rows(rows, method="gatys")})
 
 
-def render_markdown(results: dict) -> str:
-    rows, env, suite = results["rows"], results["environment"], results["suite"]
+CASE = ["model", "backend", "precision", "style", "size"]
+
+
+def _case(r: dict) -> list[str]:
+    return [r["model"], r["backend"], r["precision"], r["style"], f"{r['size']}²"]
+
+
+def _intro(results: dict) -> list[str]:
+    env, suite, vgg = results["environment"], results["suite"], results["vgg"]
     gpu = ", ".join(env.get("gpus") or []) or "none"
-    vgg = results["vgg"]
     out = [f"# Benchmark `{suite['name']}`\n", f"{suite['description']}\n"]
     out.append(
         f"Machine: {env['cpu']} ({env['usable_cores']} usable cores, "
@@ -62,12 +68,10 @@ def render_markdown(results: dict) -> str:
     untrained = [m for m, info in results["models"].items() if info.get("untrained")]
     if untrained:
         out.append(f"Models with untrained/seeded weights: {', '.join(untrained)}.\n")
-    budgets = budgets_of(rows)
-    out.append("\n## Headline: batch 1, style cached, compute only\n\n")
-    out.append(
-        "Fastest backend per model and size whose output stays within 40 dB PSNR of fp32, "
-        "against PyTorch eager fp32 and against Gatys in the same run.\n\n"
-    )
+    return out
+
+
+def _headline(results: dict, budgets: list[int]) -> list[str]:
     header = ["model", "size", "best backend", "p50 ms", "PSNR vs fp32 dB", "torch eager ms"]
     header += ["× torch eager", "end-to-end ms", "e2e overhead"]
     header += [f"× Gatys-{b}" for b in budgets]
@@ -84,176 +88,135 @@ def render_markdown(results: dict) -> str:
             fmt(s["end_to_end_p50_ms"]),
             fmt(s["end_to_end_overhead"], "pct"),
         ]
-        row += [fmt(s["speedup_vs_gatys"].get(str(b)), "x") for b in budgets]
-        table.append(row)
-    out.append(_table(header, table))
+        table.append(row + [fmt(s["speedup_vs_gatys"].get(str(b)), "x") for b in budgets])
+    return [
+        "\n## Headline: batch 1, style cached, compute only\n\n",
+        "Fastest backend per model and size whose output stays within 40 dB PSNR of fp32, "
+        "against PyTorch eager fp32 and against Gatys in the same run.\n\n",
+        _table(header, table),
+    ]
+
+
+def _gatys(rows: list[dict]) -> list[str]:
     gatys = ok_rows(rows, method="gatys")
-    if gatys:
-        out.append("\n## Gatys baseline (fixed closure budgets, one run per size)\n\n")
-        table = [
-            [
-                f"{r['size']}²",
-                str(r["budget"]),
-                r["precision"],
-                fmt(r["p50_ms"] / 1000, "loss") + " s",
-                fmt(r["content_loss"], "loss"),
-                fmt(r["style_loss"], "loss"),
-                fmt(r["ssim_content"], "ssim"),
-                fmt(r["peak_rss_mib"]),
-            ]
-            for r in gatys
+    if not gatys:
+        return []
+    header = ["size", "calls", "precision", "time", "content loss", "style loss"]
+    header += ["SSIM to content", "peak RSS MiB"]
+    table = [
+        [
+            f"{r['size']}²",
+            str(r["budget"]),
+            r["precision"],
+            fmt(r["p50_ms"] / 1000, "loss") + " s",
+            fmt(r["content_loss"], "loss"),
+            fmt(r["style_loss"], "loss"),
+            fmt(r["ssim_content"], "ssim"),
+            fmt(r["peak_rss_mib"]),
         ]
-        out.append(
-            _table(
-                [
-                    "size",
-                    "calls",
-                    "precision",
-                    "time",
-                    "content loss",
-                    "style loss",
-                    "SSIM to content",
-                    "peak RSS MiB",
-                ],
-                table,
-            )
-        )
-    out.append("\n## Latency (compute only)\n\n")
+        for r in gatys
+    ]
+    return [
+        "\n## Gatys baseline (fixed closure budgets, one run per size)\n\n",
+        _table(header, table),
+    ]
+
+
+def _latency(rows: list[dict]) -> list[str]:
+    header = [*CASE, "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "images/s", "n"]
+    header += ["first run ms", "peak RSS MiB"]
+    table = [
+        [
+            *_case(r),
+            str(r["batch"]),
+            fmt(r["p50_ms"]),
+            fmt(r["p90_ms"]),
+            fmt(r["p99_ms"]),
+            f"{fmt(r['mean_ms'])} ± {fmt(r['std_ms'])}",
+            fmt(r["images_per_s"]),
+            str(r["iterations"]),
+            fmt(r["load_ms"] + r["first_call_ms"]),
+            fmt(r["peak_rss_mib"]),
+        ]
+        for r in ok_rows(rows, view="compute")
+        if r["method"] != "gatys"
+    ]
+    return ["\n## Latency (compute only)\n\n", _table(header, table)]
+
+
+def _end_to_end(rows: list[dict]) -> list[str]:
+    e2e = ok_rows(rows, view="end-to-end")
+    if not e2e:
+        return []
     table = []
-    for r in ok_rows(rows, view="compute"):
-        if r["method"] == "gatys":
-            continue
+    for r in e2e:
+        key = {k: r[k] for k in ("model", "backend", "precision", "size", "batch", "style")}
+        comp = next(iter(ok_rows(rows, view="compute", **key)), None)
         table.append(
             [
-                r["model"],
-                r["backend"],
-                r["precision"],
-                r["style"],
-                f"{r['size']}²",
-                str(r["batch"]),
+                *_case(r),
+                fmt(comp["p50_ms"]) if comp else "-",
                 fmt(r["p50_ms"]),
-                fmt(r["p90_ms"]),
-                fmt(r["p99_ms"]),
-                f"{fmt(r['mean_ms'])} ± {fmt(r['std_ms'])}",
-                fmt(r["images_per_s"]),
-                str(r["iterations"]),
-                fmt(r["load_ms"] + r["first_call_ms"]),
-                fmt(r["peak_rss_mib"]),
+                fmt(r["p50_ms"] / comp["p50_ms"] - 1, "pct") if comp else "-",
             ]
         )
-    out.append(
-        _table(
-            [
-                "model",
-                "backend",
-                "precision",
-                "style",
-                "size",
-                "batch",
-                "p50 ms",
-                "p90 ms",
-                "p99 ms",
-                "mean ± std ms",
-                "images/s",
-                "n",
-                "first run ms",
-                "peak RSS MiB",
-            ],
-            table,
-        )
-    )
-    e2e = ok_rows(rows, view="end-to-end")
-    if e2e:
-        out.append("\n## End to end (JPEG bytes → decode → infer → encode), batch 1\n\n")
-        table = []
-        for r in e2e:
-            key = {k: r[k] for k in ("model", "backend", "precision", "size", "batch", "style")}
-            comp = next(iter(ok_rows(rows, view="compute", **key)), None)
-            table.append(
-                [
-                    r["model"],
-                    r["backend"],
-                    r["precision"],
-                    f"{r['size']}²",
-                    fmt(comp["p50_ms"]) if comp else "-",
-                    fmt(r["p50_ms"]),
-                    fmt(r["p50_ms"] / comp["p50_ms"] - 1, "pct") if comp else "-",
-                ]
-            )
-        out.append(
-            _table(
-                [
-                    "model",
-                    "backend",
-                    "precision",
-                    "size",
-                    "compute p50 ms",
-                    "end-to-end p50 ms",
-                    "overhead",
-                ],
-                table,
-            )
-        )
+    header = [*CASE, "compute p50 ms", "end-to-end p50 ms", "overhead"]
+    return [
+        "\n## End to end (JPEG bytes → decode → infer → encode), batch 1\n\n",
+        _table(header, table),
+    ]
+
+
+def _quality(rows: list[dict]) -> list[str]:
     scored = [
         r for r in ok_rows(rows, view="compute") if "ssim_content" in r and r["method"] != "gatys"
     ]
-    if scored:
-        out.append("\n## Quality (batch 1 output)\n\n")
-        table = [
-            [
-                r["model"],
-                r["backend"],
-                r["precision"],
-                r["style"],
-                f"{r['size']}²",
-                fmt(r.get("psnr_vs_fp32_db"), "db") if r.get("psnr_reference") else "-",
-                r.get("psnr_reference") or "(is the reference)",
-                fmt(r["ssim_content"], "ssim"),
-                fmt(r.get("content_loss"), "loss"),
-                fmt(r.get("style_loss"), "loss"),
-            ]
-            for r in scored
-            if r["batch"] == min(x["batch"] for x in scored if x["model"] == r["model"])
+    if not scored:
+        return []
+    table = [
+        [
+            *_case(r),
+            fmt(r.get("psnr_vs_fp32_db"), "db") if r.get("psnr_reference") else "-",
+            r.get("psnr_reference") or "(is the reference)",
+            fmt(r["ssim_content"], "ssim"),
+            fmt(r.get("content_loss"), "loss"),
+            fmt(r.get("style_loss"), "loss"),
         ]
-        out.append(
-            _table(
-                [
-                    "model",
-                    "backend",
-                    "precision",
-                    "style",
-                    "size",
-                    "PSNR vs fp32 dB",
-                    "reference",
-                    "SSIM to content",
-                    "content loss",
-                    "style loss",
-                ],
-                table,
-            )
-        )
-        out.append('\n(PSNR "-" next to a named reference: bit-identical to it.)\n')
+        for r in scored
+        if r["batch"] == min(x["batch"] for x in scored if x["model"] == r["model"])
+    ]
+    header = [*CASE, "PSNR vs fp32 dB", "reference", "SSIM to content", "content loss"]
+    header += ["style loss"]
+    return [
+        "\n## Quality (batch 1 output)\n\n",
+        _table(header, table),
+        '\n(PSNR "-" next to a named reference: bit-identical to it.)\n',
+    ]
+
+
+def _skipped(rows: list[dict]) -> list[str]:
     other = [r for r in rows if r["status"] != "ok"]
-    if other:
-        out.append("\n## Skipped and failed\n\n")
-        table = [
-            [
-                r["model"],
-                r["backend"],
-                r["precision"],
-                r["style"],
-                f"{r['size']}²",
-                str(r["batch"]) if r.get("budget") is None else f"{r['budget']} calls",
-                r["status"],
-                r["reason"],
-            ]
-            for r in other
+    if not other:
+        return []
+    table = [
+        [
+            *_case(r),
+            str(r["batch"]) if r.get("budget") is None else f"{r['budget']} calls",
+            r["status"],
+            r["reason"],
         ]
-        out.append(
-            _table(
-                ["model", "backend", "precision", "style", "size", "batch", "status", "reason"],
-                table,
-            )
-        )
+        for r in other
+    ]
+    return [
+        "\n## Skipped and failed\n\n",
+        _table([*CASE, "batch", "status", "reason"], table),
+    ]
+
+
+def render_markdown(results: dict) -> str:
+    rows = results["rows"]
+    out = _intro(results)
+    out += _headline(results, budgets_of(rows))
+    out += _gatys(rows) + _latency(rows) + _end_to_end(rows) + _quality(rows) + _skipped(rows)
     out.append("\nPlots: " + ", ".join(f"[{p}]({p})" for p in PLOTS) + "\n")
     return "".join(out)

@@ -108,6 +108,7 @@ def run_suite(
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    env = environment()  # before measuring: the commit and versions that were measured
     runner = Runner(suite, work_dir, log)
     rows: list[dict] = []
     for size in suite.gatys.sizes:
@@ -130,7 +131,7 @@ def run_suite(
             "content": suite.content.name,
             "style": suite.style.name,
         },
-        "environment": environment(),
+        "environment": env,
         "vgg": runner._scorer.provenance if runner._scorer else {"source": suite.vgg},
         "models": {
             mid: {

@@ -126,16 +126,27 @@ def export(
     ),
     out_dir: Path = typer.Option(..., "-o", "--out", help="Bundle directory to create."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
+    precision: str = typer.Option(
+        "fp32", help="fp32, or fp16 to add fp16 graphs (fp32 islands) for GPUs and TensorRT 11."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Export a checkpoint to an ONNX model bundle, parity-checked against PyTorch.
 
-    Example: styleship export build/stvae-small -o build/stvae-small.stvae
+    Example: styleship export build/stvae-small -o build/stvae-small.stvae --precision fp16
     """
     from styleship.export.onnx import export_bundle
 
+    if precision not in ("fp32", "fp16"):
+        raise InputError(f"--precision must be fp32 or fp16, not {precision!r}")
     with err.status("exporting") as status:
-        path = export_bundle(checkpoint, out_dir, force=force, log=lambda m: status.update(m))
+        path = export_bundle(
+            checkpoint,
+            out_dir,
+            force=force,
+            log=lambda m: status.update(m),
+            fp16=precision == "fp16",
+        )
     manifest = json.loads((path / "manifest.json").read_text())
     worst = max(r.get("max_abs", 0.0) for r in manifest["parity"]["results"])
     _print(

@@ -49,7 +49,7 @@ def stylize(
     max_size: int = typer.Option(None, help="Shrink contents so the long side is at most this."),
     style_size: int = typer.Option(512, help="Long side the style image is encoded at."),
     backend: str = typer.Option(
-        None, help="ort-cpu, ort-cuda, ort-trt, openvino (default: best available)."
+        None, help="ort-cpu, ort-cuda, ort-trt, tensorrt, openvino (default: best available)."
     ),
     precision: str = typer.Option(
         None,

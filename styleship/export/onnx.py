@@ -25,7 +25,8 @@ import torch
 from styleship import __version__, _atomic
 from styleship._hashing import sha256_file
 from styleship.compare import compare
-from styleship.errors import BackendUnavailable, ExportError, InputError
+from styleship.errors import ExportError, InputError
+from styleship.export.precision import add_fp16, reduced_precision_parity
 from styleship.models.checkpoint import checkpoint_paths, load_checkpoint
 from styleship.models.registry import SPATIAL_AXES, GraphDef, get_family
 from styleship.runtime import image as im
@@ -39,7 +40,6 @@ PARITY_SIZES = (256, 384)
 IMAGE_ATOL, IMAGE_MIN_PSNR = 2e-3, 50.0
 CODE_RTOL = 1e-4
 INDEX_MIN_AGREEMENT = 0.999
-BF16_MIN_PSNR = 40.0  # "equal quality" for a reduced precision (the benchmark's bar too)
 MAX_BATCH, MAX_SIDE = 256, 8192
 CHECKPOINT = "checkpoint"  # checkpoint.safetensors + checkpoint.json inside the bundle
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -64,6 +64,15 @@ def _square(path: Path, size: int) -> np.ndarray:
     return np.ascontiguousarray(
         cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
     )
+
+
+def parity_feed(contents, styles, size: int) -> dict[str, np.ndarray]:
+    """The parity images at size², by input kind (batch = number of images)."""
+    return {
+        "content": np.stack([_square(p, size) for p in contents]),
+        "style": np.stack([_square(p, size) for p in styles]),
+        "strength": np.resize(np.array([1.0, 0.6], dtype=np.float32), len(contents)),
+    }
 
 
 def _dynamic_shapes(graph: GraphDef) -> tuple[dict, ...]:
@@ -151,11 +160,7 @@ def _parity(model, graphs, bundle: Bundle, contents, styles, log) -> dict:
 
     results, passed = [], True
     for size in PARITY_SIZES:
-        values = {
-            "content": np.stack([_square(p, size) for p in contents]),
-            "style": np.stack([_square(p, size) for p in styles]),
-            "strength": np.array([1.0, 0.6], dtype=np.float32),
-        }
+        values = parity_feed(contents, styles, size)
         for graph in graphs:
             feed = _feeds(graph, values)
             with torch.no_grad():
@@ -215,56 +220,19 @@ def _parity(model, graphs, bundle: Bundle, contents, styles, log) -> dict:
     }
 
 
-def _bf16_parity(bundle: Bundle, contents, styles, log) -> dict:
-    """OpenVINO bf16 vs ONNX Runtime fp32 on the fused graph, recorded, not a gate.
-
-    The Stylizer runs bf16 by default only where this record passed (PSNR
-    at least BF16_MIN_PSNR on every sample): bf16 keeps 8 bits of mantissa,
-    and whether that is enough depends on the trained weights.
-    """
-    from styleship.runtime.backends import available_backends, create_backend
-
-    reason = available_backends()["openvino"]
-    if reason:
-        return {"bf16": {"backend": "openvino", "passed": False, "reason": reason}}
-    size = PARITY_SIZES[0]
-    feed = {
-        "content": np.stack([_square(p, size) for p in contents]),
-        "style": np.stack([_square(p, size) for p in styles]),
-        "strength": np.ones(len(contents), dtype=np.float32),
-    }
-    graph = bundle.graph("fused")
-    feed = {t.name: feed[t.kind] for t in graph.inputs}
-    image = next(t.name for t in graph.outputs if t.kind == "image")
-    with create_backend("ort-cpu") as ref_backend:
-        ref_backend.load(bundle, "fused")
-        ref = ref_backend.run(feed)[image]
-    try:
-        with create_backend("openvino") as ov:
-            ov.load(bundle, "fused", "cpu", "bf16")
-            out = ov.run(feed)[image]
-    except BackendUnavailable as exc:
-        return {"bf16": {"backend": "openvino", "passed": False, "reason": str(exc)}}
-    diff = compare({image: ref}, {image: out}, 1.0, BF16_MIN_PSNR)[0]
-    log(f"bf16 (OpenVINO) vs fp32 @{size}: PSNR {diff.psnr_db:.1f} dB")
-    return {
-        "bf16": {
-            "backend": "openvino",
-            "graph": "fused",
-            "size": size,
-            **diff.to_dict(),
-        }
-    }
-
-
 def export_bundle(
     checkpoint: str | Path,
     out_dir: str | Path,
     parity_images: tuple[Sequence[Path], Sequence[Path]] | None = None,
     force: bool = False,
     log: Callable[[str], None] = lambda msg: None,
+    fp16: bool = False,
 ) -> Path:
-    """Export `checkpoint` to the bundle directory `out_dir`; returns its path."""
+    """Export `checkpoint` to the bundle directory `out_dir`; returns its path.
+
+    With `fp16`, each graph also gets a `.fp16.onnx` twin (export/fp16.py),
+    compared with fp32 and recorded in the manifest.
+    """
     model, meta = load_checkpoint(checkpoint)
     family = get_family(meta["family"])
     graphs = family.graphs(model.config)
@@ -327,9 +295,14 @@ def export_bundle(
             },
         }
         _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        staged = Bundle.load(stage)
-        manifest["parity"] = _parity(model, graphs, staged, contents, styles, log)
-        manifest["precision_parity"] = _bf16_parity(staged, contents, styles, log)
+        manifest["parity"] = _parity(model, graphs, Bundle.load(stage), contents, styles, log)
+        if manifest["parity"]["passed"]:
+            if fp16:
+                add_fp16(stage, manifest, log)
+            samples = {s: parity_feed(contents, styles, s) for s in PARITY_SIZES[:1]}
+            manifest["precision_parity"] = reduced_precision_parity(
+                Bundle.load(stage), samples, log
+            )
         _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         if not manifest["parity"]["passed"]:
             worst = next(r for r in manifest["parity"]["results"] if not r["passed"])

@@ -137,9 +137,10 @@ class Bundle:
         return self.path / name if name else None
 
     def default_precision(self, backend: str) -> str:
-        """fp32, or a reduced precision whose recorded parity on `backend` passed."""
+        """fp32, or a reduced precision the export record clears as a default on `backend`
+        (it passed parity there and is faster there: export/precision.py)."""
         for precision, record in self.manifest.get("precision_parity", {}).items():
-            if record.get("backend") == backend and record.get("passed"):
+            if record.get("backend") == backend and record.get("default"):
                 return precision
         return "fp32"
 

@@ -48,6 +48,13 @@ def _module_probe(module: str, extra: str) -> Callable[[], str | None]:
     return probe
 
 
+def _tensorrt_probe() -> str | None:
+    for module, what in (("tensorrt", "TensorRT"), ("cuda", "cuda-python")):
+        if importlib.util.find_spec(module) is None:
+            return f"{what} is not installed (pip install 'styleship[gpu]')"
+    return None
+
+
 @dataclass(frozen=True)
 class BackendEntry:
     target: str  # "module:Class"
@@ -73,6 +80,11 @@ BACKENDS: dict[str, BackendEntry] = {
         {"provider": "tensorrt"},
         _ort_probe("TensorrtExecutionProvider"),
         "cuda:0",
+    ),
+    "tensorrt": BackendEntry(
+        "styleship.runtime.backends.tensorrt:TensorRTBackend",
+        probe=_tensorrt_probe,
+        default_device="cuda:0",
     ),
     "openvino": BackendEntry(
         "styleship.runtime.backends.openvino:OpenVinoBackend",

@@ -137,4 +137,14 @@ class BaseBackend:
         raise NotImplementedError
 
     def info(self) -> BackendInfo:
-        raise NotImplementedError
+        return BackendInfo(
+            backend=self.name,
+            device=self.device,
+            precision=self.precision,
+            engine_version=getattr(self, "_version", ""),
+            details=self._details(),
+        )
+
+    def _details(self) -> dict:
+        """Engine-specific facts recorded beside benchmark numbers (threads, providers, ...)."""
+        return {}

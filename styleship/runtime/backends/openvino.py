@@ -14,7 +14,7 @@ import numpy as np
 
 from styleship._lazy import require
 from styleship.errors import BackendUnavailable, InputError, ModelError
-from styleship.runtime.backends.base import BackendInfo, BaseBackend
+from styleship.runtime.backends.base import BaseBackend
 from styleship.runtime.backends.ort import cpu_threads
 
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -70,11 +70,5 @@ class OpenVinoBackend(BaseBackend):
         self._request = None
         self._compiled = None
 
-    def info(self) -> BackendInfo:
-        return BackendInfo(
-            backend=self.name,
-            device=self.device,
-            precision=self.precision,
-            engine_version=getattr(self, "_version", ""),
-            details={"hint": self.hint, "threads": self.threads or cpu_threads()},
-        )
+    def _details(self) -> dict:
+        return {"hint": self.hint, "threads": self.threads or cpu_threads()}

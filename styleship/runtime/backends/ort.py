@@ -13,7 +13,7 @@ import numpy as np
 
 from styleship._lazy import require
 from styleship.errors import BackendUnavailable, ModelError
-from styleship.runtime.backends.base import BackendInfo, BaseBackend
+from styleship.runtime.backends.base import BaseBackend
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -23,7 +23,7 @@ PROVIDERS = {
 # Precision -> bundle file, per provider. tf32 is the fp32 graph with TF32 maths
 # allowed; the TensorRT EP builds fp16 engines from the fp32 graph itself.
 PRECISIONS = {
-    "cpu": {"fp32": "fp32"},
+    "cpu": {"fp32": "fp32", "fp16": "fp16"},  # fp16: parity checks of fp16 graphs
     "cuda": {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16"},
     "tensorrt": {"fp32": "fp32", "fp16": "fp32"},
 }
@@ -35,6 +35,24 @@ def cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _trt_cache_key(bundle_hash: str, graph: str, device_id: int) -> str:
+    import importlib.metadata
+
+    import onnxruntime
+
+    try:
+        trt = importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        trt = "system"
+    try:
+        from styleship.runtime.backends._cuda import gpu_identity
+
+        gpu = gpu_identity(device_id).tag
+    except BackendUnavailable:
+        gpu = f"gpu{device_id}"
+    return f"{bundle_hash[:16]}-{graph}-ort{onnxruntime.__version__}-trt{trt}-{gpu}"
 
 
 class OrtBackend(BaseBackend):
@@ -53,7 +71,23 @@ class OrtBackend(BaseBackend):
         if self.provider == "cuda":
             opts |= {"use_tf32": int(precision == "tf32"), "cudnn_conv_algo_search": "EXHAUSTIVE"}
         elif self.provider == "tensorrt":
-            opts |= {"trt_fp16_enable": precision == "fp16"}
+            # ORT does not invalidate its engine cache when the model, ORT, TensorRT or the
+            # GPU changes (its docs say to delete it by hand), so the directory is keyed by all.
+            from styleship.runtime.style_cache import default_cache_dir
+
+            cache = (
+                default_cache_dir().parent
+                / "ort-trt"
+                / _trt_cache_key(self.bundle.hash, self.graph, device_id)
+            )
+            cache.mkdir(parents=True, exist_ok=True)
+            opts |= {
+                "trt_fp16_enable": precision == "fp16",
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache),
+            }
         return opts | self.options
 
     def _load(self, path: Path, device: str, precision: str) -> None:
@@ -137,12 +171,6 @@ class OrtBackend(BaseBackend):
     def _close(self) -> None:
         self._session = None
 
-    def info(self) -> BackendInfo:
+    def _details(self) -> dict:
         providers = self._session.get_providers() if self._session else []
-        return BackendInfo(
-            backend=self.name,
-            device=self.device,
-            precision=self.precision,
-            engine_version=getattr(self, "_version", ""),
-            details={"providers": providers, "threads": self.threads or cpu_threads()},
-        )
+        return {"providers": providers, "threads": self.threads or cpu_threads()}

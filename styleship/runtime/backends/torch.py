@@ -16,7 +16,7 @@ import numpy as np
 
 from styleship._lazy import require
 from styleship.errors import BackendUnavailable
-from styleship.runtime.backends.base import BackendInfo, BaseBackend
+from styleship.runtime.backends.base import BaseBackend
 from styleship.runtime.bundle import Bundle
 
 AUTOCAST = {"fp16": "float16", "bf16": "bfloat16"}
@@ -107,15 +107,9 @@ class TorchBackend(BaseBackend):
     def _close(self) -> None:
         self._module = None
 
-    def info(self) -> BackendInfo:
-        return BackendInfo(
-            backend=self.name,
-            device=self.device,
-            precision=self.precision,
-            engine_version=getattr(self, "_version", ""),
-            details={
-                "compile": self.compile,
-                "channels_last": self.channels_last,
-                "threads": self._torch.get_num_threads() if self._module is not None else None,
-            },
-        )
+    def _details(self) -> dict:
+        return {
+            "compile": self.compile,
+            "channels_last": self.channels_last,
+            "threads": self._torch.get_num_threads() if self._module is not None else None,
+        }

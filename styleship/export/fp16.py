@@ -1,0 +1,99 @@
+"""fp16 graphs with fp32 islands, derived from a bundle's fp32 ONNX.
+
+fp16's largest finite value is 65504, so squaring anything above 256
+overflows (deploy.md §2). Style transfer squares on purpose: mean/std
+statistics, covariance and Gram matrices, the VAE's reparameterisation,
+the VQ distance and argmax. Those stay fp32; the convolutions, which hold
+nearly all the FLOPs, go to fp16; graph inputs and outputs stay fp32 so the
+runtime feeds every precision alike.
+
+A node stays fp32 when
+* its op is a reduction, square root, power, matrix product or lookup
+  (`FP32_OPS`), or it feeds a reduction directly or through one more node
+  (the squared deviations of a variance); or
+* the exporter's module scope (`pkg.torch.onnx.name_scopes`) puts it inside a
+  family's fp32 module (`FP32_SCOPES`: the ST-VAE transform with its
+  covariance and VAE, the VQ-VAE style head), or it belongs to no module at
+  all (the quantizer's lookup is called as a function, at the top level).
+
+On TensorRT 11, which is always strongly typed, these types are the
+precision: there is no other switch.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from pathlib import Path
+
+FP32_OPS = frozenset(
+    {
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceSumSquare",
+        "ReduceL2",
+        "Sqrt",
+        "Pow",
+        "MatMul",
+        "Gemm",
+        "ArgMax",
+        "Gather",
+        "Exp",
+        "Log",
+        "Softmax",
+    }
+)
+REDUCTIONS = frozenset({"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2"})
+FP32_SCOPES = ("transform", "style_head")
+SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+
+
+def _scopes(node) -> list[str]:
+    for prop in node.metadata_props:
+        if prop.key == SCOPE_KEY:
+            try:
+                return list(ast.literal_eval(prop.value))
+            except (ValueError, SyntaxError):
+                return []
+    return []
+
+
+def fp32_nodes(model) -> list[str]:
+    """Names of the nodes that must stay fp32 (see the module docstring)."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    keep: set[str] = set()
+    for node in model.graph.node:
+        scopes = _scopes(node)
+        modules = [s for s in scopes[1:-1] if s]  # between the root '' and the op itself
+        in_fp32_module = any(part in FP32_SCOPES for s in modules for part in s.split("."))
+        top_level_math = scopes[:1] == [""] and not modules and node.op_type not in ("Shape",)
+        if node.op_type in FP32_OPS or in_fp32_module or top_level_math:
+            keep.add(node.name)
+        if node.op_type in REDUCTIONS:
+            frontier = [producer[i] for i in node.input[:1] if i in producer]
+            for _ in range(2):  # the square and the deviation before it
+                keep.update(n.name for n in frontier)
+                frontier = [producer[i] for n in frontier for i in n.input if i in producer]
+    return sorted(keep)
+
+
+def convert(src: Path, dst: Path) -> dict:
+    """Write the fp16 version of `src` to `dst`; return what stayed fp32, by name and op."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = onnx.load(str(src))
+    keep = fp32_nodes(model)
+    ops = Counter(n.op_type for n in model.graph.node if n.name in set(keep))
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+    # The converter appends its input casts at the end; the checker (and TensorRT's
+    # parser) want nodes in topological order.
+    OnnxModel(half).topological_sort()
+    onnx.checker.check_model(half)
+    onnx.save(half, str(dst))
+    return {
+        "fp32_nodes": keep,
+        "fp32_ops": dict(sorted(ops.items())),
+        "nodes": len(model.graph.node),
+    }

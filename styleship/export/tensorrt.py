@@ -1,0 +1,193 @@
+"""Build TensorRT engines from a bundle's ONNX graphs (TensorRT 10 and 11).
+
+What differs between the two (deploy.md §1): TensorRT 10 still has the FP16
+builder flag (weak typing) and an opt-in STRONGLY_TYPED network flag;
+TensorRT 11 is always strongly typed, so precision comes from the ONNX
+tensor types and fp16 needs the bundle's fp16 graph (`export --precision
+fp16`). One code path serves both: a bundle with an fp16 graph is built
+strongly typed on either version; TensorRT 10 without one falls back to the
+FP16 flag. TF32 is on by default in both, so fp32 clears it.
+
+Engines are written atomically with a `build.json` (runtime/engines.py) and
+skipped when an engine with the same key exists. A timing cache file in the
+engines directory is reused and updated across builds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from styleship import __version__, _atomic
+from styleship._hashing import sha256_json
+from styleship._lazy import require
+from styleship.errors import BackendUnavailable, ExportError, InputError, ModelError
+from styleship.runtime.backends._cuda import GpuIdentity, gpu_identity
+from styleship.runtime.bundle import Bundle
+from styleship.runtime.engines import (
+    BUILD_FORMAT,
+    BUILD_JSON,
+    BUILD_VERSION,
+    engine_dir,
+    engine_name,
+    profiles,
+)
+
+PRECISIONS = ("fp32", "tf32", "fp16")
+GRAPHS = ("style_encoder", "stylizer", "fused")
+TIMING_CACHE = "timing.cache"
+
+
+def trt_major(trt) -> int:
+    major = int(trt.__version__.split(".")[0])
+    if major < 10:
+        raise BackendUnavailable(
+            f"TensorRT {trt.__version__} is too old: styleship builds with TensorRT 10 or 11"
+        )
+    return major
+
+
+def _source(bundle: Bundle, graph: str, precision: str, major: int) -> tuple[str, bool]:
+    """(ONNX file name, strongly typed?) for this graph, precision and TensorRT major."""
+    files = bundle.graph(graph).files
+    if precision == "fp16" and "fp16" in files:
+        return files["fp16"], True
+    if precision == "fp16" and major >= 11:
+        raise ExportError(
+            "TensorRT 11 takes precision from the ONNX types and this bundle has no fp16 "
+            f"graph for {graph!r}: run `styleship export CHECKPOINT --precision fp16` first"
+        )
+    return files["fp32"], False
+
+
+def _parse(trt, builder, logger, onnx_path: Path, strongly_typed: bool, major: int):
+    flags = 0
+    if strongly_typed and major == 10:
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+        raise ModelError(
+            f"{onnx_path.name}: TensorRT cannot parse it ({errors[0] if errors else 'no detail'})"
+        )
+    return network, parser
+
+
+def _config(trt, builder, precision: str, strongly_typed: bool, workspace_mib: int, level: int):
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib * 2**20)
+    config.builder_optimization_level = level
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # strict fp32: TF32 is on by default
+    if precision == "fp16" and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 weak typing
+    return config
+
+
+def build_engines(
+    bundle_path: str | Path,
+    precision: str = "fp16",
+    sizes: tuple[int, ...] = (256, 512, 1024),
+    max_batch: int = 16,
+    opt_batch: int = 1,
+    workspace_mib: int = 4096,
+    optimization_level: int = 3,
+    graphs: tuple[str, ...] = GRAPHS,
+    force: bool = False,
+    device: int = 0,
+    log: Callable[[str], None] = lambda msg: None,
+) -> Path:
+    """Build one engine per graph into `engines/<sm>-trt<version>/`; returns that directory."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if not 0 <= optimization_level <= 5:
+        raise InputError("the builder optimisation level is 0 to 5")
+    trt = require("tensorrt", "gpu")
+    major = trt_major(trt)
+    gpu = gpu_identity(device)
+    bundle = Bundle.load(bundle_path)
+    min_side = bundle.manifest.get("normalisation", {}).get("min_side", 16)
+    directory = engine_dir(bundle, gpu.tag, trt.__version__)
+    directory.mkdir(parents=True, exist_ok=True)
+    record_path = directory / BUILD_JSON
+    record = (
+        json.loads(record_path.read_text())
+        if record_path.is_file()
+        else {
+            "format": BUILD_FORMAT,
+            "format_version": BUILD_VERSION,
+            "engines": {},
+        }
+    )
+    record |= {
+        "tensorrt": trt.__version__,
+        "gpu": {"name": gpu.name, "tag": gpu.tag, "compute_capability": f"{gpu.major}.{gpu.minor}"},
+        "styleship": __version__,
+    }
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    cache_file = directory / TIMING_CACHE
+    for graph in graphs:
+        onnx_name, strongly_typed = _source(bundle, graph, precision, major)
+        graph_profiles = profiles(bundle.graph(graph), list(sizes), max_batch, min_side, opt_batch)
+        settings = {
+            "onnx": onnx_name,
+            "onnx_sha256": bundle.manifest["files"][onnx_name],
+            "precision": precision,
+            "strongly_typed": strongly_typed or major >= 11,
+            "profiles": graph_profiles,
+            "workspace_mib": workspace_mib,
+            "optimization_level": optimization_level,
+        }
+        key = sha256_json(settings | {"tensorrt": trt.__version__, "gpu": gpu.tag})
+        name = engine_name(graph, precision)
+        current = record["engines"].get(name, {}).get("key") == key
+        if current and not force and (directory / name).is_file():
+            log(f"{name}: up to date")
+            continue
+        log(f"building {name} (TensorRT {trt.__version__}, {gpu.name})")
+        record["engines"][name] = _build_one(
+            trt, builder, logger, bundle, directory, cache_file, graph, settings, major, gpu
+        ) | {"key": key}
+        _atomic.write_text(record_path, json.dumps(record, indent=2) + "\n")
+    return directory
+
+
+def _build_one(
+    trt, builder, logger, bundle, directory, cache_file, graph, settings, major, gpu: GpuIdentity
+) -> dict:
+    start = time.perf_counter()
+    network, _parser = _parse(
+        trt, builder, logger, bundle.path / settings["onnx"], settings["strongly_typed"], major
+    )
+    config = _config(
+        trt,
+        builder,
+        settings["precision"],
+        settings["strongly_typed"],
+        settings["workspace_mib"],
+        settings["optimization_level"],
+    )
+    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
+    config.set_timing_cache(cache, False)
+    for profile_dims in settings["profiles"]:
+        profile = builder.create_optimization_profile()
+        for name, dims in profile_dims.items():
+            profile.set_shape(name, dims["min"], dims["opt"], dims["max"])
+        config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(
+            f"TensorRT could not build {graph} at {settings['precision']} "
+            "(see the TensorRT log above)"
+        )
+    _atomic.write_bytes(directory / engine_name(graph, settings["precision"]), bytes(serialized))
+    _atomic.write_bytes(cache_file, bytes(config.get_timing_cache().serialize()))
+    return settings | {
+        "gpu_name": gpu.name,
+        "build_seconds": round(time.perf_counter() - start, 2),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -1,0 +1,156 @@
+"""TensorRT engines (built by `styleship build`), run with the name-based API.
+
+`set_input_shape` / `set_tensor_address` / `execute_async_v3` on a
+non-default stream (TensorRT 10 and 11 share this API; the bindings API is
+gone). Device buffers and pinned host buffers come from cuda-python and are
+reused while the input shapes stay the same; with `cuda_graph=True` the
+enqueue for a shape is captured once and replayed (static shapes only).
+An engine built for another GPU, TensorRT version or ONNX file is refused
+before deserialising, with the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from styleship._lazy import require
+from styleship.errors import BackendUnavailable, ModelError
+from styleship.runtime.backends._cuda import Buffers, Stream, check, cudart, gpu_identity
+from styleship.runtime.backends.base import BaseBackend
+from styleship.runtime.bundle import Bundle
+from styleship.runtime.engines import check_engine, pick_profile, rebuild_hint
+
+
+class TensorRTBackend(BaseBackend):
+    name = "tensorrt"
+
+    def __init__(self, cuda_graph: bool = False) -> None:
+        super().__init__()
+        self.cuda_graph = cuda_graph
+        self.precisions = {p: "engine" for p in ("fp32", "tf32", "fp16")}
+        self._context = None
+        self._stream: Stream | None = None
+        self._shapes: tuple | None = None
+        self._buffers: dict[str, Buffers] = {}
+        self._graph_exec = None
+
+    def _device_index(self, device: str) -> int:
+        if not device.startswith("cuda"):
+            raise BackendUnavailable(f"TensorRT runs on a CUDA GPU, not {device}")
+        return int(device.split(":")[1]) if ":" in device else 0
+
+    def _source(self, bundle: Bundle, graph: str, precision: str) -> Path:
+        trt = require("tensorrt", "gpu")
+        from styleship.export.tensorrt import trt_major
+
+        trt_major(trt)
+        gpu = gpu_identity(self._device_index(self.device))
+        path, entry = check_engine(bundle, graph, precision, gpu.tag, trt.__version__)
+        self._profiles = entry["profiles"]
+        self._gpu = gpu
+        return path
+
+    def _load(self, path: Path, device: str, precision: str) -> None:
+        trt = require("tensorrt", "gpu")
+        check(cudart().cudaSetDevice(self._device_index(device)), "cudaSetDevice")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if self._engine is None:
+            raise ModelError(
+                f"{path}: TensorRT cannot deserialise it; " + rebuild_hint(self.bundle, precision)
+            )
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self.check_io_names(
+            [n for n in names if is_input[n]], [n for n in names if not is_input[n]], path
+        )
+        self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
+        self._context = self._engine.create_execution_context()
+        self._stream = Stream()
+        self._profile = None
+        self._version = trt.__version__
+
+    def _bind(self, inputs: dict[str, np.ndarray]) -> None:
+        """Select the profile, set shapes and addresses; reuse buffers while shapes repeat."""
+        shapes = tuple(sorted((n, a.shape) for n, a in inputs.items()))
+        if shapes == self._shapes:
+            return
+        self._release_buffers()
+        index = pick_profile(self._profiles, dict(shapes))
+        if index != self._profile:
+            self._context.set_optimization_profile_async(index, self._stream.handle)
+            self._profile = index
+        for name, arr in inputs.items():
+            if not self._context.set_input_shape(name, arr.shape):
+                raise ModelError(f"TensorRT refused shape {arr.shape} for input {name!r}")
+            self._buffers[name] = Buffers(arr.shape, self._dtypes[name])
+        for name in self._outputs:
+            shape = tuple(self._context.get_tensor_shape(name))
+            self._buffers[name] = Buffers(shape, self._dtypes[name])
+        for name, buf in self._buffers.items():
+            self._context.set_tensor_address(name, int(buf.device))
+        self._shapes = shapes
+
+    def _enqueue(self) -> None:
+        if self._graph_exec is not None:
+            check(cudart().cudaGraphLaunch(self._graph_exec, self._stream.handle), "graph launch")
+            return
+        if not self._context.execute_async_v3(self._stream.handle):
+            raise ModelError("TensorRT failed to enqueue the engine")
+        if self.cuda_graph:
+            self._capture()
+
+    def _capture(self) -> None:
+        """Record one enqueue as a CUDA graph after a normal run (never capture a first run)."""
+        rt = cudart()
+        self._stream.synchronize()
+        mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        check(rt.cudaStreamBeginCapture(self._stream.handle, mode), "cudaStreamBeginCapture")
+        ok = self._context.execute_async_v3(self._stream.handle)
+        graph = check(rt.cudaStreamEndCapture(self._stream.handle), "cudaStreamEndCapture")
+        if ok:
+            self._graph_exec = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._bind(inputs)
+        for name, arr in inputs.items():
+            self._buffers[name].upload(arr, self._stream)
+        self._enqueue()
+        for name in self._outputs:
+            self._buffers[name].download(self._stream)
+        self._stream.synchronize()
+        return {name: self._buffers[name].host.copy() for name in self._outputs}
+
+    def compute_fn(self, inputs: dict[str, np.ndarray]):
+        """Inputs uploaded once; each call enqueues and synchronises (no copies)."""
+        self.run(inputs)
+
+        def call() -> None:
+            self._enqueue()
+            self._stream.synchronize()
+
+        return call
+
+    def _release_buffers(self) -> None:
+        for buf in self._buffers.values():
+            buf.close()
+        self._buffers.clear()
+        if self._graph_exec is not None:
+            cudart().cudaGraphExecDestroy(self._graph_exec)
+            self._graph_exec = None
+        self._shapes = None
+
+    def _close(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()
+        self._release_buffers()
+        if self._stream is not None:
+            self._stream.close()
+        self._context = self._engine = self._runtime = None
+
+    def _details(self) -> dict:
+        gpu = getattr(self, "_gpu", None)
+        return {"gpu": gpu.name if gpu else None, "cuda_graph": self.cuda_graph}

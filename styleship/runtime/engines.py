@@ -1,0 +1,129 @@
+"""Where TensorRT engines live in a bundle, what they were built for, and when to refuse them.
+
+An engine runs only on the TensorRT version that built it and on GPUs of the
+same compute capability, and it is only as right as the ONNX it came from.
+So engines sit in `engines/<sm-tag>-trt<version>/` beside a `build.json`
+that records all three, and loading compares them before deserialising.
+Torch-free: the runtime reads these; `export/tensorrt.py` writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from styleship.errors import ModelError
+from styleship.runtime.bundle import Bundle, GraphInfo
+
+ENGINES = "engines"
+BUILD_JSON = "build.json"
+BUILD_FORMAT, BUILD_VERSION = "styleship-engines", 1
+# Per input dim: (min, opt, max).
+Profile = dict[str, dict[str, list[int]]]
+
+
+def engine_dir(bundle: Bundle, gpu_tag: str, trt_version: str) -> Path:
+    return bundle.path / ENGINES / f"{gpu_tag}-trt{trt_version}"
+
+
+def engine_name(graph: str, precision: str) -> str:
+    return f"{graph}.{precision}.plan"
+
+
+def rebuild_hint(bundle: Bundle, precision: str) -> str:
+    return f"rebuild it: styleship build {bundle.path} --precision {precision}"
+
+
+def profiles(
+    graph: GraphInfo, sizes: list[int], max_batch: int, min_side: int, opt_batch: int = 1
+) -> list[Profile]:
+    """One optimisation profile per requested size, nested: profile k takes any side
+    from `min_side` up to sizes[k] and is tuned at sizes[k]² (TensorRT tunes at `opt`).
+
+    Nested rather than disjoint ranges, so a non-square image (say 256×1024)
+    still fits one profile: the smallest whose maximum covers both sides.
+    """
+    if not sizes or any(s % 8 or s < min_side for s in sizes):
+        raise ModelError(f"engine sizes must be multiples of 8 and at least {min_side}: {sizes}")
+    if not 1 <= opt_batch <= max_batch:
+        raise ModelError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
+    low = -(-min_side // 8) * 8
+    out = []
+    for size in sorted(set(sizes)):
+        profile: Profile = {}
+        for t in graph.inputs:
+            mins, opts, maxs = [], [], []
+            for dim in t.shape:
+                if isinstance(dim, int):
+                    mins.append(dim), opts.append(dim), maxs.append(dim)
+                elif dim == "batch":
+                    mins.append(1), opts.append(opt_batch), maxs.append(max_batch)
+                else:  # a spatial axis
+                    mins.append(low), opts.append(size), maxs.append(size)
+            profile[t.name] = {"min": mins, "opt": opts, "max": maxs}
+        out.append(profile)
+    return out
+
+
+def pick_profile(built: list[Profile], shapes: dict[str, tuple[int, ...]]) -> int:
+    """The first (smallest) profile that admits every input shape."""
+    for index, profile in enumerate(built):
+        if all(
+            all(lo <= n <= hi for lo, n, hi in zip(p["min"], shapes[name], p["max"]))
+            for name, p in profile.items()
+        ):
+            return index
+    largest = built[-1] if built else {}
+    raise ModelError(
+        f"input shapes {shapes} fit none of the engine's profiles (largest: "
+        f"{ {k: v['max'] for k, v in largest.items()} }); build with larger --shapes"
+    )
+
+
+def read_build(directory: Path) -> dict:
+    path = directory / BUILD_JSON
+    if not path.is_file():
+        raise ModelError(f"no engines for this GPU and TensorRT in {directory}")
+    data = json.loads(path.read_text())
+    if data.get("format") != BUILD_FORMAT or data.get("format_version", 99) > BUILD_VERSION:
+        raise ModelError(f"{path}: not a styleship engine record (or from a newer styleship)")
+    return data
+
+
+def check_engine(
+    bundle: Bundle, graph: str, precision: str, gpu_tag: str, trt_version: str
+) -> tuple[Path, dict]:
+    """The engine file for `graph` at `precision` on this GPU/TensorRT, after checking that
+    it was built here-compatibly from the bundle's current ONNX; else ModelError saying how
+    to rebuild."""
+    hint = rebuild_hint(bundle, precision)
+    root = bundle.path / ENGINES
+    directory = engine_dir(bundle, gpu_tag, trt_version)
+    if not directory.is_dir():
+        found = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+        detail = f" (found engines for {', '.join(found)})" if found else ""
+        raise ModelError(
+            f"{bundle.path}: no TensorRT engines for {gpu_tag} with TensorRT {trt_version}"
+            f"{detail}; {hint}"
+        )
+    build = read_build(directory)
+    entry = build.get("engines", {}).get(engine_name(graph, precision))
+    if entry is None:
+        raise ModelError(f"{directory}: no {precision} engine for graph {graph!r}; {hint}")
+    if build.get("tensorrt") != trt_version or build.get("gpu", {}).get("tag") != gpu_tag:
+        raise ModelError(
+            f"{directory}: built with TensorRT {build.get('tensorrt')} for "
+            f"{build.get('gpu', {}).get('tag')}, this is TensorRT {trt_version} on {gpu_tag}; "
+            f"{hint}"
+        )
+    onnx_file = bundle.path / entry["onnx"]
+    current = bundle.manifest.get("files", {}).get(entry["onnx"])
+    if current != entry["onnx_sha256"]:
+        raise ModelError(
+            f"{directory}: the engine was built from a different {onnx_file.name} "
+            f"(the bundle was re-exported); {hint}"
+        )
+    path = directory / engine_name(graph, precision)
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; {hint}")
+    return path, entry
