@@ -164,7 +164,7 @@ def gatys(
     seed: int = typer.Option(0, help="Seed for noise initialisation."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """The iterative baseline (Gatys et al. 2016): optimise the image itself.
+    """The iterative Gatys baseline (CVPR 2016): optimise the image itself.
 
     It runs exactly --steps closure calls (L-BFGS tolerances disabled), so its
     cost is comparable between runs.
