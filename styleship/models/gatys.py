@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from styleship.errors import InputError
+from styleship.models.layers import gram
 from styleship.models.vgg import LAYERS, VGG19Features, resolve_vgg19
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -60,12 +61,6 @@ class GatysConfig:
     def weights(self) -> tuple[float, ...]:
         n = len(self.style_layers)
         return self.layer_weights or (1.0 / n,) * n
-
-
-def gram(f: torch.Tensor) -> torch.Tensor:
-    b, c, h, w = f.shape
-    f = f.reshape(b, c, h * w)
-    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
 class GatysLoss(nn.Module):

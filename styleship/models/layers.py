@@ -17,6 +17,13 @@ def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride, 1, padding_mode="reflect")
 
 
+def gram(f: torch.Tensor) -> torch.Tensor:
+    """Gram matrix FFᵀ/(C·H·W) per image (Gatys et al. 2016), size-independent in scale."""
+    b, c, h, w = f.shape
+    f = f.reshape(b, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
 def mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std over H, W: (B, C) each. The AdaIN statistics."""
     mean = x.mean(dim=(2, 3))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from styleship.models.layers import mean_std
+from styleship.models.layers import gram, mean_std
 from styleship.models.vgg import VGG19Features, resolve_vgg19
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
@@ -48,12 +48,6 @@ def mean_std_loss(out: dict, style: dict) -> torch.Tensor:
         (mo, so), (ms, ss) = mean_std(out[layer]), mean_std(style[layer])
         total = total + F.mse_loss(mo, ms) + F.mse_loss(so, ss)
     return total
-
-
-def gram(f: torch.Tensor) -> torch.Tensor:
-    b, c, h, w = f.shape
-    f = f.reshape(b, c, h * w)
-    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
 def gram_loss(out: dict, style: dict) -> torch.Tensor:
