@@ -134,10 +134,7 @@ class Runner:
         if case.style == "cached":
             for name, arr in self.style_code(case.model).items():
                 values[name] = np.repeat(arr, case.batch, axis=0)
-        feed = {}
-        for name, spec in backend.inputs().items():
-            feed[name] = values[name] if spec.kind == "code" else values[spec.kind]
-        return feed
+        return {name: values[spec.value_key] for name, spec in backend.inputs().items()}
 
     # -- one case --------------------------------------------------------------
     def run_case(self, case: BenchCase, block: RunBlock) -> list[dict]:

@@ -151,7 +151,7 @@ def _versions() -> dict[str, str]:
 
 
 def _feeds(graph: GraphDef, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {t.name: values[t.name if t.kind == "code" else t.kind] for t in graph.inputs}
+    return {t.name: values[t.value_key] for t in graph.inputs}
 
 
 def _parity(model, graphs, bundle: Bundle, contents, styles, log) -> dict:
@@ -251,7 +251,7 @@ def export_bundle(
         manifest_graphs = {}
         for graph in graphs:
             log(f"exporting {graph.name}")
-            args = tuple(example[t.name if t.kind == "code" else t.kind] for t in graph.inputs)
+            args = tuple(example[t.value_key] for t in graph.inputs)
             _export_graph(model, graph, args, stage / f"{graph.name}.onnx")
             _finish_onnx(stage / f"{graph.name}.onnx", graph, family.name)
             with torch.no_grad():

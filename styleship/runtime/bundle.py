@@ -37,6 +37,11 @@ class TensorSpec:
     def from_dict(cls, d: dict) -> TensorSpec:
         return cls(d["name"], tuple(d["shape"]), d["kind"], d.get("dtype", "float32"))
 
+    @property
+    def value_key(self) -> str:
+        """Where a caller's values dict holds this input: by kind, or by name for codes."""
+        return self.name if self.kind == "code" else self.kind
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,

@@ -128,10 +128,7 @@ class Stylizer:
 
     def _feed(self, backend, by_kind: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Map values by input kind (content, style, strength) or code name onto input names."""
-        feed = {}
-        for name, spec in backend.inputs().items():
-            feed[name] = by_kind[name] if spec.kind == "code" else by_kind[spec.kind]
-        return feed
+        return {name: by_kind[spec.value_key] for name, spec in backend.inputs().items()}
 
     def stylize(
         self,
