@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[cpu,openvino,torch,bench,dev]"
+	$(PY) -m pip install --quiet -e ".[cpu,openvino,torch,bench,serve,dev]"
 	touch $(STAMP)
 
 demo: install

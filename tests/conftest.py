@@ -8,10 +8,13 @@ not good-looking images.
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +31,15 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         cwd=cwd,
         timeout=300,
     )
+
+
+def jpeg_with_orientation(bgr: np.ndarray, orientation: int) -> bytes:
+    """A JPEG of `bgr` carrying an EXIF Orientation tag, the way cameras write it (APP1)."""
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1)
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + tiff
+    jpeg = cv2.imencode(".jpg", bgr)[1].tobytes()
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
 
 
 def write_pickled_code(path: Path, key: str, marker: Path) -> None:

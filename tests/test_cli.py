@@ -7,7 +7,7 @@ import struct
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli, write_pickled_code
+from conftest import jpeg_with_orientation, run_cli, write_pickled_code
 
 
 def _one_line_error(proc, pattern: str) -> None:
@@ -91,10 +91,7 @@ def test_bad_files_are_reported_and_the_rest_written(small_bundle, styles, mixed
 
 def test_exif_rotated_photo_is_stylized_upright(small_bundle, styles, tmp_path):
     img = np.zeros((40, 80, 3), np.uint8)
-    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)
-    exif = np.frombuffer(tiff + b"\0\0\0\0", np.uint8)
-    _ok, buf = cv2.imencodeWithMetadata(".jpg", img, [cv2.IMAGE_METADATA_EXIF], [exif])
-    (tmp_path / "rot.jpg").write_bytes(buf.tobytes())
+    (tmp_path / "rot.jpg").write_bytes(jpeg_with_orientation(img, 6))
     proc = run_cli(
         "stylize", tmp_path / "rot.jpg", "-m", small_bundle, "-s", styles[0], "-o", tmp_path
     )

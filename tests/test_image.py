@@ -5,14 +5,10 @@ import struct
 import cv2
 import numpy as np
 import pytest
+from conftest import jpeg_with_orientation
 
 from styleship.errors import InputError
 from styleship.runtime import image as im
-
-
-def _exif_orientation(value: int) -> np.ndarray:
-    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, value, 0)
-    return np.frombuffer(tiff + struct.pack("<I", 0), np.uint8)
 
 
 def _stripe() -> np.ndarray:
@@ -23,15 +19,17 @@ def _stripe() -> np.ndarray:
 
 
 def test_exif_rotated_photo_comes_out_upright():
-    ok, buf = cv2.imencodeWithMetadata(
-        ".jpg", _stripe(), [cv2.IMAGE_METADATA_EXIF], [_exif_orientation(6)]
-    )
-    assert ok
-    img = im.decode(buf.tobytes())
+    data = jpeg_with_orientation(_stripe(), 6)
+    img = im.decode(data)
     assert img.rgb.shape == (80, 40, 3)  # rotated 90° clockwise
     assert img.rgb[5, 20, 0] > 0.8 and img.rgb[75, 20, 0] < 0.2  # the red stripe is now on top
     # OpenCV's own orientation handling (IMREAD_COLOR) agrees with ours.
-    ref = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) / 255.0
+    ref = (
+        cv2.cvtColor(
+            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+        )
+        / 255.0
+    )
     assert np.abs(ref - img.rgb).max() < 1e-6
 
 

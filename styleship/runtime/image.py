@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,22 +79,52 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(marker, payload) for each JPEG header segment, up to the first scan."""
     i = 2
-    while i + 9 < len(data):
+    while i + 4 <= len(data):
         if data[i] != 0xFF:
-            return None
+            return
         marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
+        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
+            i += 2 if marker != 0xFF else 1
             continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no more headers
+            return
         length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return w, h
+        yield marker, data[i + 4 : i + 2 + length]
         i += 2 + length
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    for marker, payload in _jpeg_segments(data):
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(payload) >= 5:
+            h, w = struct.unpack(">HH", payload[1:5])
+            return w, h
     return None
+
+
+def _exif_block(data: bytes) -> bytes:
+    """The EXIF block of a JPEG (APP1) or PNG (eXIf chunk), empty when there is none.
+
+    Read here rather than through OpenCV's metadata API, which only OpenCV >= 4.12 has
+    (and 4.12 needs NumPy 2, which the serving install cannot use).
+    """
+    if data[:2] == b"\xff\xd8":
+        for marker, payload in _jpeg_segments(data):
+            if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
+                return payload[6:]
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        i = 8
+        while i + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[i : i + 8])
+            if kind == b"eXIf":
+                return data[i + 8 : i + 8 + length]
+            if kind == b"IDAT":  # EXIF before the pixels is the only place we look
+                break
+            i += 12 + length
+    return b""
 
 
 def _exif_orientation(exif: bytes) -> int:
@@ -154,14 +185,13 @@ def decode(data: bytes, label: str = "image", max_pixels: int = DEFAULT_MAX_PIXE
         )
     _check_complete(data, label)
     buf = np.frombuffer(data, np.uint8)
-    img, kinds, metadata = cv2.imdecodeWithMetadata(buf, cv2.IMREAD_UNCHANGED)
+    # IMREAD_UNCHANGED keeps alpha and 16-bit depth but ignores EXIF: orient here.
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise InputError(f"{label} is not a readable image (unknown format, or truncated)")
     if img.shape[0] * img.shape[1] > max_pixels:
         raise InputError(f"{label} is over the {max_pixels / 1e6:g} MP limit")
-    for kind, blob in zip(kinds, metadata):
-        if kind == cv2.IMAGE_METADATA_EXIF:
-            img = _orient(img, _exif_orientation(bytes(np.asarray(blob).ravel())))
+    img = _orient(img, _exif_orientation(_exif_block(data)))
     if img.dtype == np.uint8:
         bit_depth, scale = 8, 255.0
     elif img.dtype == np.uint16:
@@ -222,6 +252,11 @@ def to_nchw(rgb: np.ndarray) -> np.ndarray:
 
 def from_nchw(batch: np.ndarray, index: int = 0) -> np.ndarray:
     return np.ascontiguousarray(batch[index].transpose(1, 2, 0))
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Float [0, 1] to uint8, rounded to nearest (what every 8-bit output uses)."""
+    return (np.clip(rgb, 0, 1) * 255.0 + 0.5).astype(np.uint8)
 
 
 def preserve_color(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -32,12 +33,14 @@ class StyleCache:
         self.capacity = capacity
         self._memory: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
         self.hits = self.misses = 0
+        self._lock = threading.Lock()  # the server shares one cache between model instances
 
     def get(self, key: str, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-        if key in self._memory:
-            self._memory.move_to_end(key)
-            self.hits += 1
-            return self._memory[key]
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                self.hits += 1
+                return self._memory[key]
         code = self._read(key, names)
         if code is None:
             self.misses += 1
@@ -59,10 +62,11 @@ class StyleCache:
             pass  # a read-only or full cache disk costs recomputation, not a failure
 
     def _remember(self, key: str, code: dict[str, np.ndarray]) -> None:
-        self._memory[key] = code
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.capacity:
-            self._memory.popitem(last=False)
+        with self._lock:
+            self._memory[key] = code
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.capacity:
+                self._memory.popitem(last=False)
 
     def _read(self, key: str, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
         if self.directory is None:

@@ -26,6 +26,16 @@ _DEFAULT = object()
 
 
 @dataclass
+class Job:
+    """One image to stylize: the decoded content, its style code and options."""
+
+    image: im.Image
+    code: dict[str, np.ndarray]
+    alpha: float = 1.0
+    preserve_color: bool = False
+
+
+@dataclass
 class FileResult:
     """One content file's outcome in a batch run."""
 
@@ -112,18 +122,25 @@ class Stylizer:
     def _image(self, src: Source) -> im.Image:
         return src if isinstance(src, im.Image) else im.read_image(src, self.max_pixels)
 
+    def style_id(self, style: Source) -> str:
+        """The id a style is cached under: the sha256 of its file bytes (or pixels)."""
+        return _key(style)
+
+    def cached_code(self, style_id: str) -> dict[str, np.ndarray] | None:
+        """The code of a style seen before (by this process or the disk cache), else None."""
+        return self.cache.get(f"{style_id}-{self.style_size}", tuple(self.bundle.style_code))
+
     def style_code(self, style: Source) -> dict[str, np.ndarray]:
         """The style code of one image (batch of 1), from the cache when seen before."""
-        names = tuple(self.bundle.style_code)
-        key = f"{_key(style)}-{self.style_size}"
-        code = self.cache.get(key, names)
+        style_id = self.style_id(style)
+        code = self.cached_code(style_id)
         if code is not None:
             return code
         rgb = im.resize_max_side(self._image(style).rgb, self.style_size)
         im.check_min_size(rgb, "style image")
         feed = self._feed(self._encoder, {"style": im.to_nchw(im.pad_to_multiple(rgb))})
         code = self._encoder.run(feed)
-        self.cache.put(key, code)
+        self.cache.put(f"{style_id}-{self.style_size}", code)
         return code
 
     def _feed(self, backend, by_kind: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -145,27 +162,57 @@ class Stylizer:
         sources = ([style] if style is not None else []) + list(styles)
         if not sources:
             raise InputError("give a style image")
-        if not 0.0 <= alpha <= 1.0:
-            raise InputError(f"alpha must be in [0, 1], got {alpha}")
         codes = [self.style_code(s) for s in sources]
         if len(codes) == 1 and weights is None:
             code = codes[0]
         else:
             code = mix_codes(codes, weights or [1.0] * len(codes), self.bundle.style_code)
         img = self._image(content)
-        rgb = im.resize_max_side(img.rgb, max_size)
-        im.check_min_size(rgb, "content image")
-        h, w = rgb.shape[:2]
-        values = {**code, "content": im.to_nchw(im.pad_to_multiple(rgb))}
-        values["strength"] = np.array([alpha], dtype=np.float32)
-        out = self._stylizer.run(self._feed(self._stylizer, values))
-        result = im.from_nchw(out[self._image_output])[:h, :w]
-        if preserve_color:
-            result = im.preserve_color(result, rgb)
-        alpha_ch = img.alpha
-        if alpha_ch is not None and alpha_ch.shape[:2] != (h, w):
-            alpha_ch = cv2.resize(alpha_ch, (w, h), interpolation=cv2.INTER_AREA)
-        return im.Image(rgb=result, alpha=alpha_ch, bit_depth=img.bit_depth)
+        if max_size is not None:
+            img = im.Image(im.resize_max_side(img.rgb, max_size), img.alpha, img.bit_depth)
+        return self.stylize_batch([Job(img, code, alpha, preserve_color)])[0]
+
+    def stylize_batch(self, jobs: Sequence[Job], max_batch: int = 16) -> list[im.Image]:
+        """Stylize decoded images, each with its own code and options, in as few runs as can be.
+
+        Images that pad to the same size run together (up to `max_batch` at a
+        time): this is what the server's dynamic batching and video frames use.
+        """
+        for job in jobs:
+            if not 0.0 <= job.alpha <= 1.0:
+                raise InputError(f"alpha must be in [0, 1], got {job.alpha}")
+            im.check_min_size(job.image.rgb, "content image")
+        padded = [im.pad_to_multiple(job.image.rgb) for job in jobs]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, rgb in enumerate(padded):
+            groups.setdefault(rgb.shape[:2], []).append(i)
+        stylized: list[np.ndarray] = [np.empty(0)] * len(jobs)
+        for members in groups.values():
+            for start in range(0, len(members), max_batch):
+                chunk = members[start : start + max_batch]
+                values = {
+                    name: np.concatenate([jobs[i].code[name] for i in chunk])
+                    for name in self.bundle.style_code
+                }
+                values["content"] = np.concatenate([im.to_nchw(padded[i]) for i in chunk])
+                values["strength"] = np.array([jobs[i].alpha for i in chunk], np.float32)
+                out = self._stylizer.run(self._feed(self._stylizer, values))[self._image_output]
+                for k, i in enumerate(chunk):
+                    stylized[i] = im.from_nchw(out, k)
+        return [self._finish(job, rgb) for job, rgb in zip(jobs, stylized)]
+
+    @staticmethod
+    def _finish(job: Job, stylized: np.ndarray) -> im.Image:
+        """Crop the padding off, and put back the content's colours and alpha if asked."""
+        src = job.image
+        h, w = src.rgb.shape[:2]
+        result = stylized[:h, :w]
+        if job.preserve_color:
+            result = im.preserve_color(result, src.rgb)
+        alpha = src.alpha
+        if alpha is not None and alpha.shape[:2] != (h, w):
+            alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA)
+        return im.Image(rgb=result, alpha=alpha, bit_depth=src.bit_depth)
 
     def stylize_files(
         self,
