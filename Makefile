@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # an unpinned `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint clean train-demo bench bench-quick bench-gpu
+.PHONY: install demo test lint clean train-demo bench bench-quick bench-gpu serve-demo loadtest-demo
 
 install: $(STAMP)
 
@@ -47,6 +47,15 @@ bench-quick: install
 GPU_OUT ?= benchmarks/results/gpu
 bench-gpu: install
 	$(PY) -m styleship bench --suite gpu --out $(GPU_OUT)
+
+# Both demo bundles behind Triton (PyTriton) on :8000/:8001/:8002 until Ctrl-C; prints examples.
+serve-demo: install
+	$(PY) -m styleship serve assets/models/stvae-demo.stvae assets/models/vqvae-demo.vqvae
+
+# With `make serve-demo` running in another shell: the load test whose results are committed.
+loadtest-demo: install
+	$(PY) -m styleship loadtest http://127.0.0.1:8000 -m stvae-demo --concurrency 1,8,32,64 \
+		--duration 20 --size 512 --bundle assets/models/stvae-demo.stvae --out build/loadtest
 
 lint: install
 	$(VENV)/bin/ruff check styleship tests benchmarks

@@ -100,7 +100,7 @@ def test_preserve_color_option(stylizer, contents, styles):
 
 
 def test_runtime_runs_without_torch(small_bundle, contents, styles, tmp_path):
-    """Block torch (and TensorRT) imports, then stylize a real photo end to end."""
+    """Block torch (and TensorRT) imports, import the server, then stylize a real photo."""
     code = textwrap.dedent("""
         import sys
         class Block:
@@ -110,6 +110,7 @@ def test_runtime_runs_without_torch(small_bundle, contents, styles, tmp_path):
         sys.meta_path.insert(0, Block())
         from styleship import Stylizer
         from styleship.runtime.image import write_image
+        from styleship.serve import client, loadtest, models, server
     """)
     code += textwrap.dedent(f"""
         with Stylizer(r"{small_bundle}", backend="ort-cpu", cache_dir=None) as st:
