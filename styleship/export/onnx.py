@@ -56,6 +56,15 @@ def default_parity_images() -> tuple[list[Path], list[Path]]:
     return contents, styles
 
 
+def calibration_images(contents, styles) -> tuple[list[Path], list[Path]]:
+    """int8 calibration images: the parity images and every sample image in the repository."""
+    more_contents = (ASSETS / "content").glob("*.jpg")
+    more_styles = (ASSETS / "styles").glob("*.jpg")
+    return sorted({*map(Path, contents), *more_contents}), sorted(
+        {*map(Path, styles), *more_styles}
+    )
+
+
 def _square(path: Path, size: int) -> np.ndarray:
     """A sample image resized to size×size, as 3×H×W float32."""
     import cv2
@@ -227,11 +236,14 @@ def export_bundle(
     force: bool = False,
     log: Callable[[str], None] = lambda msg: None,
     fp16: bool = False,
+    int8: bool = False,
 ) -> Path:
     """Export `checkpoint` to the bundle directory `out_dir`; returns its path.
 
-    With `fp16`, each graph also gets a `.fp16.onnx` twin (export/fp16.py),
-    compared with fp32 and recorded in the manifest.
+    With `fp16`, each graph also gets a `.fp16.onnx` twin (export/fp16.py);
+    with `int8`, the per-image graphs get `.int8.onnx` twins (export/int8.py),
+    calibrated on every sample image. Both are compared with fp32 and
+    recorded in the manifest.
     """
     model, meta = load_checkpoint(checkpoint)
     family = get_family(meta["family"])
@@ -299,6 +311,17 @@ def export_bundle(
         if manifest["parity"]["passed"]:
             if fp16:
                 add_fp16(stage, manifest, log)
+            if int8:
+                from styleship.export.int8 import CALIBRATION_SIZE, MEASURE_SIZE, add_int8
+
+                cal_contents, cal_styles = calibration_images(contents, styles)
+                add_int8(
+                    stage,
+                    manifest,
+                    parity_feed(cal_contents, cal_styles, CALIBRATION_SIZE),
+                    parity_feed(contents, styles, MEASURE_SIZE),
+                    log,
+                )
             samples = {s: parity_feed(contents, styles, s) for s in PARITY_SIZES[:1]}
             manifest["precision_parity"] = reduced_precision_parity(
                 Bundle.load(stage), samples, log

@@ -23,7 +23,7 @@ PROVIDERS = {
 # Precision -> bundle file, per provider. tf32 is the fp32 graph with TF32 maths
 # allowed; the TensorRT EP builds fp16 engines from the fp32 graph itself.
 PRECISIONS = {
-    "cpu": {"fp32": "fp32", "fp16": "fp16"},  # fp16: parity checks of fp16 graphs
+    "cpu": {"fp32": "fp32", "fp16": "fp16", "int8": "int8"},  # fp16: parity checks only
     "cuda": {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16"},
     "tensorrt": {"fp32": "fp32", "fp16": "fp32"},
 }
