@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
+from rich.progress import TextColumn
 
 from styleship.cli._common import JSON_OPT, _kv_table, _print, _weights, app, err, out, progress
 from styleship.errors import InputError
@@ -34,6 +36,64 @@ def doctor(as_json: bool = JSON_OPT) -> None:
         raise typer.Exit(1)
 
 
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{flag} takes a number or 'auto', not {text!r}") from None
+
+
+def _stylize_video(
+    src: Path,
+    model,
+    styles,
+    mix,
+    alpha,
+    preserve_color,
+    style_size,
+    backend,
+    precision,
+    out_dir: Path,
+    suffix: str,
+    stability: float,
+    batch: int,
+    as_json: bool,
+) -> None:
+    from styleship.runtime.stylizer import Stylizer, mix_codes
+    from styleship.runtime.video import is_video, probe, stylize_video
+
+    dst = out_dir if is_video(out_dir) else out_dir / f"{src.stem}{suffix}{src.suffix.lower()}"
+    info = probe(src)
+    with Stylizer(model, backend, precision=precision, style_size=style_size) as st:
+        codes = [st.style_code(s) for s in styles]
+        code = (
+            codes[0]
+            if len(codes) == 1 and mix is None
+            else mix_codes(codes, mix or [1.0] * len(codes), st.bundle.style_code)
+        )
+        bar = progress(as_json, TextColumn("{task.fields[fps]:.1f} frames/s"))
+        with bar:
+            task = bar.add_task("frames", total=info.frames or None, fps=0.0)
+            started = time.perf_counter()
+            count = 0
+
+            def tick() -> None:
+                nonlocal count
+                count += 1
+                bar.update(task, advance=1, fps=count / (time.perf_counter() - started))
+
+            result = stylize_video(
+                st, src, dst, code, alpha, preserve_color, stability, batch, on_frame=tick
+            )
+    result["frames_per_s"] = round(count / (time.perf_counter() - started), 2)
+    result |= {"backend": st.backend_name, "precision": st.precision}
+    _print(
+        result,
+        as_json,
+        f"wrote {dst} ({result['frames']} frames, {result['frames_per_s']} frames/s)",
+    )
+
+
 @app.command()
 def stylize(
     contents: list[str] = typer.Argument(..., help="Content images, directories or globs."),
@@ -59,18 +119,50 @@ def stylize(
     out_dir: Path = typer.Option(Path("."), "--out", "-o", help="Output directory."),
     suffix: str = typer.Option("_stylized", help="Appended to each output's file name."),
     max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this."),
+    tile: str = typer.Option(
+        "auto", help="Tile side in pixels for large images, 0 for never, auto above 8 MP."
+    ),
+    overlap: int = typer.Option(64, min=0, help="Pixels neighbouring tiles share."),
+    stability: float = typer.Option(
+        0.0, min=0.0, max=0.99, help="Video: blend static regions with the previous frame."
+    ),
+    batch: int = typer.Option(4, min=1, help="Video: frames per engine run."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Stylize images with a bundle; bad files are reported and skipped.
+    """Stylize images, or one video, with a bundle; bad image files are reported and skipped.
+
+    A single .mp4/.m4v/.mov/.avi/.mkv input is stylized frame by frame into -o
+    (a video file, or a directory); fps and size are kept, audio is not.
 
     Example: styleship stylize photos/ -m starry.stvae -s starry.jpg -s scream.jpg
     --weights 0.7,0.3 --alpha 0.8 -o out/
+
+    Example: styleship stylize clip.mp4 -m starry.stvae -s starry.jpg -o out.mp4 --stability 0.6
     """
     from styleship.runtime.image import find_images
     from styleship.runtime.stylizer import Stylizer
+    from styleship.runtime.video import is_video
 
-    files = find_images(contents)
     mix = _weights(weights)
+    tile_side: int | str = "auto" if tile == "auto" else _int(tile, "--tile")
+    if len(contents) == 1 and is_video(contents[0]):
+        return _stylize_video(
+            Path(contents[0]),
+            model,
+            style,
+            mix,
+            alpha,
+            preserve_color,
+            style_size,
+            backend,
+            precision,
+            out_dir,
+            suffix,
+            stability,
+            batch,
+            as_json,
+        )
+    files = find_images(contents)
     bar = progress(as_json)
     with (
         Stylizer(
@@ -89,6 +181,8 @@ def stylize(
             alpha=alpha,
             preserve_color=preserve_color,
             max_size=max_size,
+            tile=tile_side,
+            overlap=overlap,
         )
     failed = [r for r in results if r.error]
     data = {

@@ -17,6 +17,7 @@ import numpy as np
 
 from styleship.errors import InputError, StyleshipError
 from styleship.runtime import image as im
+from styleship.runtime import tiling
 from styleship.runtime.backends import best_available, create_backend, default_device
 from styleship.runtime.bundle import Bundle
 from styleship.runtime.style_cache import StyleCache, default_cache_dir
@@ -157,8 +158,14 @@ class Stylizer:
         alpha: float = 1.0,
         preserve_color: bool = False,
         max_size: int | None = None,
+        tile: int | str | None = "auto",
+        overlap: int = tiling.DEFAULT_OVERLAP,
     ) -> im.Image:
-        """Stylize one image with one style, or a weighted mix of `styles`."""
+        """Stylize one image with one style, or a weighted mix of `styles`.
+
+        `tile`: a side in pixels to stylize in overlapping tiles (runtime/tiling.py),
+        None or 0 for never, or "auto" to tile only images over tiling.AUTO_TILE_PIXELS.
+        """
         sources = ([style] if style is not None else []) + list(styles)
         if not sources:
             raise InputError("give a style image")
@@ -170,7 +177,28 @@ class Stylizer:
         img = self._image(content)
         if max_size is not None:
             img = im.Image(im.resize_max_side(img.rgb, max_size), img.alpha, img.bit_depth)
-        return self.stylize_batch([Job(img, code, alpha, preserve_color)])[0]
+        job = Job(img, code, alpha, preserve_color)
+        side = self._tile_side(img, tile)
+        if side is None:
+            return self.stylize_batch([job])[0]
+        tiling.check_tiling(side, overlap, im.MULTIPLE)
+
+        def run(tiles: Sequence[np.ndarray]) -> list[np.ndarray]:
+            jobs = [Job(im.Image(t), code, alpha) for t in tiles]
+            return [r.rgb for r in self.stylize_batch(jobs)]
+
+        return self._finish(job, tiling.stylize_tiled(img.rgb, run, side, overlap))
+
+    @staticmethod
+    def _tile_side(img: im.Image, tile: int | str | None) -> int | None:
+        if tile is None or tile == 0:
+            return None
+        if tile == "auto":
+            big = img.rgb.shape[0] * img.rgb.shape[1] > tiling.AUTO_TILE_PIXELS
+            return tiling.DEFAULT_TILE if big else None
+        if isinstance(tile, str):
+            raise InputError(f"tile must be a number of pixels, 0 or 'auto', not {tile!r}")
+        return int(tile)
 
     def stylize_batch(self, jobs: Sequence[Job], max_batch: int = 16) -> list[im.Image]:
         """Stylize decoded images, each with its own code and options, in as few runs as can be.
