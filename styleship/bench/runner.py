@@ -116,6 +116,8 @@ class Runner:
 
     def style_code(self, model_id: str) -> dict[str, np.ndarray]:
         """The style image's code (batch 1), by ONNX Runtime CPU fp32: the cached input."""
+        if model_id not in self.codes and not self.bundle(model_id).has_style_input:
+            self.codes[model_id] = {}  # a wrapped model: the style is in its weights
         if model_id not in self.codes:
             with create_backend("ort-cpu") as enc:
                 bundle = self.bundle(model_id)
@@ -145,6 +147,9 @@ class Runner:
         try:
             bundle = self.bundle(case.model)
             base["method"] = bundle.family
+            if case.style == "uncached" and "fused" not in bundle.graphs:
+                reason = "this model has its style built in (no style encoder)"
+                return [base | {"status": "skipped", "reason": reason}]
             return self._measure(case, block, bundle, base)
         except BackendUnavailable as exc:
             return [base | {"status": "skipped", "reason": str(exc)}]
@@ -219,7 +224,7 @@ class Runner:
             case.precision,
             sizes=block.sizes,
             max_batch=max(block.batches),
-            graphs=("style_encoder", graph),
+            graphs=tuple(g for g in ("style_encoder", graph) if g in bundle.graphs),
             log=self.log,
         )
 

@@ -163,6 +163,32 @@ def export(
 
 
 @app.command()
+def wrap(
+    model: Path = typer.Argument(..., help="An image-to-image ONNX model (one input, one output)."),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="Bundle directory to create."),
+    input_range: str = typer.Option("0-255", help="Pixel range the model takes: 0-1, 0-255, -1-1."),
+    output_range: str = typer.Option(None, help="Range it returns (default: as the input)."),
+    layout: str = typer.Option("NCHW", help="NCHW or NHWC."),
+    channels: str = typer.Option("RGB", help="RGB or BGR."),
+    description: str = typer.Option("", help="What the model does, for the manifest."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Wrap a foreign image-to-image ONNX model (e.g. fast neural style) as a bundle.
+
+    Adapter nodes convert styleship's [0, 1] RGB NCHW to the model's convention and
+    back, so stylize, bench, serve and build take the bundle like any other.
+
+    Example: styleship wrap candy.onnx -o candy.wrapped --input-range 0-255 --channels BGR
+    """
+    from styleship.export.wrap import Convention, wrap_model
+
+    conv = Convention(input_range, output_range, layout.upper(), channels.upper())
+    path = wrap_model(model, out_dir, conv, description, force)
+    _print({"bundle": str(path)}, as_json, f"wrote {path}")
+
+
+@app.command()
 def inspect(
     bundle: Path = typer.Argument(..., help="Bundle directory."), as_json: bool = JSON_OPT
 ) -> None:

@@ -99,7 +99,7 @@ def stylize(
     contents: list[str] = typer.Argument(..., help="Content images, directories or globs."),
     model: Path = typer.Option(..., "--model", "-m", help="Bundle directory."),
     style: list[Path] = typer.Option(
-        ..., "--style", "-s", help="Style image; repeat to mix styles."
+        None, "--style", "-s", help="Style image; repeat to mix styles (not for wrapped models)."
     ),
     weights: str = typer.Option(None, help="Mixing weights, e.g. 0.7,0.3 (default: equal)."),
     alpha: float = typer.Option(1.0, min=0.0, max=1.0, help="Style strength: 0 keeps the content."),
@@ -176,7 +176,7 @@ def stylize(
             out_dir,
             suffix=suffix,
             on_done=lambda r: bar.advance(task),
-            styles=style,
+            styles=style or [],
             weights=mix,
             alpha=alpha,
             preserve_color=preserve_color,

@@ -121,7 +121,9 @@ def client(
     content: Path = typer.Argument(..., help="Content image."),
     output: Path = typer.Option(..., "-o", "--out", help="Output image (format by extension)."),
     model: str = typer.Option(..., "--model", "-m", help="Served model name (the bundle's)."),
-    style: Path = typer.Option(None, "--style", "-s", help="Style image to upload."),
+    style: Path = typer.Option(
+        None, "--style", "-s", help="Style image to upload (none for wrapped models)."
+    ),
     style_id: str = typer.Option(None, help="A style id from an earlier upload."),
     alpha: float = typer.Option(1.0, min=0.0, max=1.0, help="Style strength."),
     preserve_color: bool = typer.Option(False, "--preserve-color"),
@@ -137,8 +139,8 @@ def client(
     from styleship.runtime import image as im
     from styleship.serve.client import Client
 
-    if (style is None) == (style_id is None):
-        raise typer.BadParameter("give exactly one of --style or --style-id")
+    if style is not None and style_id is not None:
+        raise typer.BadParameter("give --style or --style-id, not both")
     fmt = output.suffix.lower().lstrip(".")
     if fmt not in ("png", "jpg", "jpeg", "webp"):
         raise InputError("output must end in .png, .jpg, .jpeg or .webp")

@@ -121,6 +121,17 @@ class Bundle:
         """Code tensor -> mixing rule ("linear" or "rms")."""
         return dict(self.manifest.get("style_code", {}))
 
+    @property
+    def has_style_input(self) -> bool:
+        """False for models with the style in their weights (wrapped models): no encoder."""
+        return "style_encoder" in self.graphs
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """(height, width) for graphs that only take one image size, else None."""
+        size = self.manifest.get("normalisation", {}).get("fixed_size")
+        return (int(size[0]), int(size[1])) if size else None
+
     def graph(self, name: str) -> GraphInfo:
         if name not in self.graphs:
             raise ModelError(f"{self.path}: no graph {name!r} (has {', '.join(self.graphs)})")

@@ -96,11 +96,12 @@ class Stylizer:
         self.max_pixels = max_pixels
         directory = default_cache_dir() if cache_dir is _DEFAULT else cache_dir
         self.cache = StyleCache(self.bundle.hash, directory)
-        self._encoder = self._open("style_encoder")
+        self._encoder = self._open("style_encoder") if self.bundle.has_style_input else None
         try:
             self._stylizer = self._open("stylizer")
         except BaseException:
-            self._encoder.close()
+            if self._encoder:
+                self._encoder.close()
             raise
         outputs = self._stylizer.outputs().items()
         self._image_output = next(name for name, spec in outputs if spec.kind == "image")
@@ -111,7 +112,8 @@ class Stylizer:
         return backend
 
     def close(self) -> None:
-        self._encoder.close()
+        if self._encoder:
+            self._encoder.close()
         self._stylizer.close()
 
     def __enter__(self) -> Stylizer:
@@ -133,6 +135,8 @@ class Stylizer:
 
     def style_code(self, style: Source) -> dict[str, np.ndarray]:
         """The style code of one image (batch of 1), from the cache when seen before."""
+        if self._encoder is None:
+            raise InputError(f"{self.bundle.name} has its style built in: it takes no style image")
         style_id = self.style_id(style)
         code = self.cached_code(style_id)
         if code is not None:
@@ -167,10 +171,12 @@ class Stylizer:
         None or 0 for never, or "auto" to tile only images over tiling.AUTO_TILE_PIXELS.
         """
         sources = ([style] if style is not None else []) + list(styles)
-        if not sources:
+        if not sources and self.bundle.has_style_input:
             raise InputError("give a style image")
         codes = [self.style_code(s) for s in sources]
-        if len(codes) == 1 and weights is None:
+        if not codes:
+            code: dict[str, np.ndarray] = {}
+        elif len(codes) == 1 and weights is None:
             code = codes[0]
         else:
             code = mix_codes(codes, weights or [1.0] * len(codes), self.bundle.style_code)
@@ -210,7 +216,12 @@ class Stylizer:
             if not 0.0 <= job.alpha <= 1.0:
                 raise InputError(f"alpha must be in [0, 1], got {job.alpha}")
             im.check_min_size(job.image.rgb, "content image")
-        padded = [im.pad_to_multiple(job.image.rgb) for job in jobs]
+        fixed = self.bundle.fixed_size
+        if fixed:  # a graph that takes one size: resize in, and back out in _finish
+            size = (fixed[1], fixed[0])
+            padded = [cv2.resize(j.image.rgb, size, interpolation=cv2.INTER_AREA) for j in jobs]
+        else:
+            padded = [im.pad_to_multiple(job.image.rgb) for job in jobs]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, rgb in enumerate(padded):
             groups.setdefault(rgb.shape[:2], []).append(i)
@@ -227,14 +238,23 @@ class Stylizer:
                 out = self._stylizer.run(self._feed(self._stylizer, values))[self._image_output]
                 for k, i in enumerate(chunk):
                     stylized[i] = im.from_nchw(out, k)
-        return [self._finish(job, rgb) for job, rgb in zip(jobs, stylized)]
+        # Graphs without an α input (wrapped models) get α as a blend with the content.
+        blend = not any(t.kind == "strength" for t in self._stylizer.inputs().values())
+        return [
+            self._finish(job, rgb, fixed is not None, blend) for job, rgb in zip(jobs, stylized)
+        ]
 
     @staticmethod
-    def _finish(job: Job, stylized: np.ndarray) -> im.Image:
-        """Crop the padding off, and put back the content's colours and alpha if asked."""
+    def _finish(job: Job, stylized: np.ndarray, resized: bool = False, blend: bool = False):
+        """Crop the padding off (or undo a fixed-size resize), then apply α, colours, alpha."""
         src = job.image
         h, w = src.rgb.shape[:2]
-        result = stylized[:h, :w]
+        if resized:
+            result = cv2.resize(stylized, (w, h), interpolation=cv2.INTER_CUBIC)
+        else:
+            result = stylized[:h, :w]
+        if blend and job.alpha < 1.0:
+            result = job.alpha * result + (1.0 - job.alpha) * src.rgb
         if job.preserve_color:
             result = im.preserve_color(result, src.rgb)
         alpha = src.alpha

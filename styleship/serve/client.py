@@ -46,6 +46,10 @@ class Endpoint:
         raise InputError(f"server URL must start with http:// or grpc://, got {url!r}")
 
 
+def _style_input(style_id: str | None) -> dict[str, np.ndarray]:
+    return {} if style_id is None else {"style_id": np.array([[style_id.encode()]], dtype=object)}
+
+
 class Client:
     """Stylize through a running `styleship serve` (or any Triton with the same models)."""
 
@@ -75,13 +79,9 @@ class Client:
         self.close()
 
     def ready(self) -> bool:
-        """True when the server is up and both of this bundle's models are loaded."""
+        """True when the server is up and this bundle's stylize model is loaded."""
         try:
-            return bool(
-                self._client.is_server_ready()
-                and self._client.is_model_ready(self.model)
-                and self._client.is_model_ready(f"{self.model}_style")
-            )
+            return bool(self._client.is_server_ready() and self._client.is_model_ready(self.model))
         except Exception:  # connection refused and the like: simply not ready
             return False
 
@@ -124,15 +124,15 @@ class Client:
     def stylize(
         self,
         content: bytes,
-        style_id: str,
+        style_id: str | None,
         alpha: float = 1.0,
         preserve_color: bool = False,
         fmt: str = "jpg",
     ) -> bytes:
-        """Stylize one encoded image by style id; returns the encoded result."""
+        """Stylize one encoded image by style id (None for wrapped models); returns the image."""
         inputs = {
             "image": np.array([[content]], dtype=object),
-            "style_id": np.array([[style_id.encode()]], dtype=object),
+            **_style_input(style_id),
             "alpha": np.array([[alpha]], np.float32),
             "preserve_color": np.array([[preserve_color]], np.bool_),
             "format": np.array([[fmt.encode()]], dtype=object),
@@ -140,11 +140,13 @@ class Client:
         value = self.infer(self.model, inputs, ["image"])["image"].reshape(-1)[0]
         return bytes(value)
 
-    def stylize_pixels(self, rgb: np.ndarray, style_id: str, alpha: float = 1.0) -> np.ndarray:
+    def stylize_pixels(
+        self, rgb: np.ndarray, style_id: str | None, alpha: float = 1.0
+    ) -> np.ndarray:
         """Stylize a uint8 RGB array (H, W, 3); returns uint8 RGB of the same size."""
         inputs = {
             "pixels": np.ascontiguousarray(rgb[None], np.uint8),
-            "style_id": np.array([[style_id.encode()]], dtype=object),
+            **_style_input(style_id),
             "alpha": np.array([[alpha]], np.float32),
         }
         return self.infer(self.model, inputs, ["pixels"])["pixels"][0]

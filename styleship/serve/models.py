@@ -72,8 +72,11 @@ def stylize_ports(bundle: Bundle) -> tuple[list[Port], list[Port]]:
     inputs = [
         Port("image", bytes, (1,), True),
         Port("pixels", np.uint8, (-1, -1, 3), True),
-        Port("style_id", bytes, (1,), True),
-        *_code_ports(bundle, optional=True),
+        *(
+            [Port("style_id", bytes, (1,), True), *_code_ports(bundle, optional=True)]
+            if bundle.has_style_input
+            else []
+        ),
         Port("alpha", np.float32, (1,), True),
         Port("preserve_color", np.bool_, (1,), True),
         Port("format", bytes, (1,), True),
@@ -164,6 +167,8 @@ class StylizeModel:
         self.code_names = tuple(stylizer.bundle.style_code)
 
     def _codes(self, request: Mapping[str, np.ndarray], rows: int) -> list[dict[str, np.ndarray]]:
+        if not self.stylizer.bundle.has_style_input:
+            return [{} for _ in range(rows)]  # the style is in the model's weights
         given = [n for n in self.code_names if n in request]
         if "style_id" in request:
             if given:

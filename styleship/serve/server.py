@@ -130,7 +130,8 @@ def load_models(bundles: Sequence[str | Path], config: ServeConfig) -> list[Serv
                 s = Stylizer(bundle, config.backend, precision=config.precision, cache_dir=None)
                 s.cache = cache
                 stylizers.append(s)
-                entry.style.append(StyleModel(s, config.max_pixels))
+                if bundle.has_style_input:
+                    entry.style.append(StyleModel(s, config.max_pixels))
                 entry.stylize.append(StylizeModel(s, config.max_pixels, config.max_batch))
     except BaseException:
         close_models(served)
@@ -173,7 +174,7 @@ class Server:
 
     @property
     def model_names(self) -> list[str]:
-        return [n for e in self.served for n in (f"{e.name}_style", e.name)]
+        return [n for e in self.served for n in ([f"{e.name}_style"] if e.style else []) + [e.name]]
 
     def start(self) -> None:
         """Start tritonserver and load the models; returns once they are ready."""
@@ -188,15 +189,16 @@ class Server:
         self._triton = Triton(config=_triton_config(self.config), security_config=security)
         try:
             for entry in self.served:
-                ins, outs = style_ports(entry.bundle)
-                self._triton.bind(
-                    model_name=f"{entry.name}_style",
-                    infer_func=entry.style,
-                    inputs=_tensors(ins),
-                    outputs=_tensors(outs),
-                    config=_model_config(self.config, batched=False),
-                    strict=False,
-                )
+                if entry.style:  # wrapped models have their style built in: no _style model
+                    ins, outs = style_ports(entry.bundle)
+                    self._triton.bind(
+                        model_name=f"{entry.name}_style",
+                        infer_func=entry.style,
+                        inputs=_tensors(ins),
+                        outputs=_tensors(outs),
+                        config=_model_config(self.config, batched=False),
+                        strict=False,
+                    )
                 ins, outs = stylize_ports(entry.bundle)
                 self._triton.bind(
                     model_name=entry.name,

@@ -1,0 +1,230 @@
+"""`styleship wrap`: any single-input image-to-image ONNX model as a styleship bundle.
+
+Many models were exported by someone else with their own conventions, such
+as a fast-neural-style network that takes BGR pixels in 0–255. `wrap` puts
+adapter nodes around the foreign graph:
+- in front: [0, 1] RGB NCHW becomes the model's channel order, range and
+  layout;
+- behind: the model's output goes back to [0, 1] RGB NCHW.
+
+The result is a bundle with a single `stylizer` graph and no style code,
+because the style is built into the weights. `stylize`, `bench`, `serve` and
+`build` read it like any other bundle. The adapters are plain Mul, Add,
+Gather and Transpose nodes in the model's own opset, so the graph stays one
+graph that TensorRT and ONNX Runtime can fuse.
+
+A graph is accepted only if it has exactly one 4-D float32 image input and
+exactly one 4-D float32 image output, with 3 channels where the layout puts
+them. Fixed spatial sizes are recorded, and the runtime then resizes content
+to that size and the result back. Torch-free: onnx and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from styleship import _atomic
+from styleship._hashing import sha256_file
+from styleship.errors import InputError
+from styleship.runtime import image as im
+from styleship.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
+
+FAMILY = "wrapped"
+RANGES = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "-1-1": (-1.0, 1.0)}
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How the foreign model wants its pixels."""
+
+    input_range: str = "0-255"
+    output_range: str | None = None  # None: the same as the input
+    layout: str = "NCHW"
+    channels: str = "RGB"
+
+    def check(self) -> None:
+        for r in (self.input_range, self.output_range or self.input_range):
+            if r not in RANGES:
+                raise InputError(f"range must be one of {', '.join(RANGES)}, not {r!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise InputError(f"layout must be NCHW or NHWC, not {self.layout!r}")
+        if self.channels not in ("RGB", "BGR"):
+            raise InputError(f"channels must be RGB or BGR, not {self.channels!r}")
+
+
+def _dims(value_info) -> list[int | str]:
+    shape = value_info.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
+
+
+def _image_io(model, conv: Convention) -> tuple[object, object, list]:
+    """The one image input and output, or an InputError that says what is wrong."""
+    from onnx import TensorProto
+
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    outputs = list(model.graph.output)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise InputError(
+            f"wrap takes a model with one image input and one image output; this one has "
+            f"{len(inputs)} input(s) and {len(outputs)} output(s)"
+        )
+    c_axis = 1 if conv.layout == "NCHW" else 3
+    for role, vi in (("input", inputs[0]), ("output", outputs[0])):
+        if vi.type.tensor_type.elem_type != TensorProto.FLOAT:
+            raise InputError(f"the model's {role} {vi.name!r} is not float32")
+        dims = _dims(vi)
+        if len(dims) != 4:
+            raise InputError(f"the model's {role} {vi.name!r} has rank {len(dims)}, not 4")
+        if isinstance(dims[c_axis], int) and dims[c_axis] != 3:
+            raise InputError(
+                f"the model's {role} {vi.name!r} has {dims[c_axis]} channels at axis {c_axis} "
+                f"({conv.layout}); an image has 3 (is the layout right?)"
+            )
+    dims = _dims(inputs[0])
+    spatial = dims[2:4] if conv.layout == "NCHW" else dims[1:3]
+    fixed = [d for d in spatial if isinstance(d, int) and d > 0]
+    return inputs[0], outputs[0], fixed if len(fixed) == 2 else []
+
+
+def _adapt(model, conv: Convention, src_in: str, src_out: str) -> None:
+    """Rewire `model` in place: `content` -> adapters -> model -> adapters -> `image`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    lo_in, hi_in = RANGES[conv.input_range]
+    lo_out, hi_out = RANGES[conv.output_range or conv.input_range]
+    consts = {
+        "wrap_bgr": np.array([2, 1, 0], np.int64),
+        "wrap_in_scale": np.array(hi_in - lo_in, np.float32),
+        "wrap_in_shift": np.array(lo_in, np.float32),
+        "wrap_out_scale": np.array(1.0 / (hi_out - lo_out), np.float32),
+        "wrap_out_shift": np.array(-lo_out, np.float32),
+    }
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    pre, post = [], []
+    x = "content"
+    if conv.channels == "BGR":
+        pre.append(helper.make_node("Gather", [x, "wrap_bgr"], ["wrap_bgr_in"], axis=1))
+        x = "wrap_bgr_in"
+    pre.append(helper.make_node("Mul", [x, "wrap_in_scale"], ["wrap_scaled_in"]))
+    x = "wrap_scaled_in"
+    if conv.layout == "NHWC":
+        pre.append(helper.make_node("Add", [x, "wrap_in_shift"], ["wrap_ranged_in"]))
+        pre.append(helper.make_node("Transpose", ["wrap_ranged_in"], [src_in], perm=[0, 2, 3, 1]))
+    else:
+        pre.append(helper.make_node("Add", [x, "wrap_in_shift"], [src_in]))
+    y = src_out
+    if conv.layout == "NHWC":
+        post.append(helper.make_node("Transpose", [y], ["wrap_nchw_out"], perm=[0, 3, 1, 2]))
+        y = "wrap_nchw_out"
+    if conv.channels == "BGR":
+        post.append(helper.make_node("Gather", [y, "wrap_bgr"], ["wrap_rgb_out"], axis=1))
+        y = "wrap_rgb_out"
+    post.append(helper.make_node("Add", [y, "wrap_out_shift"], ["wrap_shifted_out"]))
+    post.append(helper.make_node("Mul", ["wrap_shifted_out", "wrap_out_scale"], ["image"]))
+    nodes = [*pre, *g.node, *post]
+    del g.node[:]
+    g.node.extend(nodes)
+    dims = ["batch", 3, "height", "width"]
+    del g.input[:]
+    g.input.append(helper.make_tensor_value_info("content", TensorProto.FLOAT, dims))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("image", TensorProto.FLOAT, dims))
+
+
+def _probe_size(fixed: list[int]) -> tuple[int, int]:
+    return (fixed[0], fixed[1]) if fixed else (64, 96)
+
+
+def wrap_model(
+    onnx_path: str | Path,
+    out_dir: str | Path,
+    conv: Convention,
+    description: str = "",
+    force: bool = False,
+) -> Path:
+    """Write a bundle around `onnx_path`; returns the bundle path."""
+    import onnx
+    import onnxruntime as ort
+
+    conv.check()
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise InputError(f"no such ONNX file: {onnx_path}")
+    try:
+        model = onnx.load(str(onnx_path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError and others
+        raise InputError(f"{onnx_path} is not a valid ONNX model: {exc}") from None
+    src_in, src_out, fixed = _image_io(model, conv)
+    _adapt(model, conv, src_in.name, src_out.name)
+    onnx.checker.check_model(model)
+    out_dir = Path(out_dir)
+    with _atomic.staged_dir(out_dir, overwrite=force) as stage:
+        graph_file = stage / "stylizer.onnx"
+        onnx.save(model, str(graph_file))
+        h, w = _probe_size(fixed)
+        session = ort.InferenceSession(str(graph_file), providers=["CPUExecutionProvider"])
+        probe = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+        try:
+            (result,) = session.run(["image"], {"content": probe})
+        except Exception as exc:  # ORT's errors name the failing node
+            raise InputError(f"the wrapped model does not run on a {w}×{h} image: {exc}") from None
+        if result.shape != probe.shape:
+            raise InputError(
+                f"the model maps a {w}×{h} image to shape {list(result.shape)} (after the "
+                f"adapters); wrap needs an output of the input's size"
+            )
+        shutil.copyfile(onnx_path, stage / "source.onnx")
+        tensor = {"shape": ["batch", 3, "height", "width"], "dtype": "float32"}
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": out_dir.name,
+            "family": FAMILY,
+            "description": description or f"{onnx_path.name}, wrapped by styleship",
+            "config": {},
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "normalisation": {
+                "input": "RGB float32 NCHW in [0, 1]; adapters inside the graph convert it",
+                "output": "RGB float32 NCHW in [0, 1]",
+                "size_multiple": im.MULTIPLE,
+                "min_side": im.MIN_SIDE,
+                **({"fixed_size": fixed} if fixed else {}),
+            },
+            "graphs": {
+                "stylizer": {
+                    "inputs": [{"name": "content", "kind": "content", **tensor}],
+                    "outputs": [{"name": "image", "kind": "image", **tensor}],
+                    "files": {"fp32": "stylizer.onnx"},
+                }
+            },
+            "style_code": {},
+            "opset": max(
+                (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None
+            ),
+            "exporter": "styleship wrap",
+            "weights": {"source": "wrapped ONNX model", "file": onnx_path.name},
+            "wrapped": {
+                "source": "source.onnx",
+                "source_sha256": sha256_file(onnx_path),
+                "input": {
+                    "name": src_in.name,
+                    "range": conv.input_range,
+                    "layout": conv.layout,
+                    "channels": conv.channels,
+                },
+                "output": {"name": src_out.name, "range": conv.output_range or conv.input_range},
+            },
+            "files": {f.name: sha256_file(f) for f in sorted(stage.iterdir())},
+        }
+        _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        Bundle.load(stage)
+    return out_dir
