@@ -41,6 +41,10 @@ import numpy as np
 
 from styleship.errors import InputError
 
+# FFmpeg inside OpenCV prints its own complaints about unreadable files; styleship reports
+# them once, as an InputError. OpenCV reads this when it first opens a video.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 # Output extension -> FourCC that the FFmpeg inside opencv-python-headless writes.
 CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 VIDEO_EXTENSIONS = tuple(CODECS)
