@@ -76,6 +76,9 @@ class RunBlock:
     styles: tuple[str, ...] = ("cached",)
     end_to_end: bool = False  # also time file bytes -> stylized file bytes (batch 1, cached)
     quality: bool = True  # score outputs (SSIM, VGG losses, PSNR vs fp32) at batch 1
+    # Tile sides (0 = untiled) for end-to-end tiled rows instead of compute rows; errors are
+    # against the untiled output, so list 0 first where the untiled image fits in memory.
+    tiles: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,10 +151,11 @@ def suite_path(name_or_path: str) -> Path:
     return path
 
 
-def _ints(data: dict, key: str, default: tuple, where: str) -> tuple[int, ...]:
+def _ints(data: dict, key: str, default: tuple, where: str, least: int = 1) -> tuple[int, ...]:
     value = data.get(key, default)
-    if not isinstance(value, list | tuple) or not all(isinstance(v, int) and v > 0 for v in value):
-        raise InputError(f"{where}: {key} must be a list of positive integers")
+    ok = isinstance(value, list | tuple) and all(isinstance(v, int) and v >= least for v in value)
+    if not ok:
+        raise InputError(f"{where}: {key} must be a list of integers ≥ {least}")
     return tuple(value)
 
 
@@ -214,6 +218,7 @@ def parse_suite(text: str, path: Path) -> Suite:
             styles=_strs(r, "styles", ("cached",), where, STYLES),
             end_to_end=bool(r.get("end_to_end", False)),
             quality=bool(r.get("quality", True)),
+            tiles=_ints(r, "tiles", (), where, least=0),
         )
         if not block.models or not block.backends:
             raise InputError(f"{where}: list at least one model and one backend")

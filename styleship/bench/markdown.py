@@ -167,6 +167,37 @@ def _end_to_end(rows: list[dict]) -> list[str]:
     ]
 
 
+def _tiles(rows: list[dict]) -> list[str]:
+    tiled = [r for r in rows if r.get("status") == "ok" and r["view"] in ("tiled", "untiled")]
+    if not tiled:
+        return []
+    table = [
+        [
+            *_case(r),
+            str(r.get("tile") or "untiled"),
+            fmt(r["p50_ms"]),
+            f"{r['peak_rss_mib']:,.0f}" if r.get("peak_rss_mib") else "-",
+            f"{r['tile_mean_abs'] * 255:.1f} / {r['tile_max_abs'] * 255:.0f}"
+            if r.get("tile_mean_abs") is not None
+            else "-",
+            fmt(r.get("psnr_vs_untiled_db"), "db"),
+        ]
+        for r in tiled
+    ]
+    header = [
+        *CASE,
+        "tile",
+        "p50 ms",
+        "peak RSS MiB",
+        "mean / max abs vs untiled (of 255)",
+        "PSNR vs untiled dB",
+    ]
+    return [
+        "\n## Tiled stylization (end to end, overlap 64; see docs/tiling.md)\n\n",
+        _table(header, table),
+    ]
+
+
 def _quality(rows: list[dict]) -> list[str]:
     scored = [
         r for r in ok_rows(rows, view="compute") if "ssim_content" in r and r["method"] != "gatys"
@@ -217,6 +248,7 @@ def render_markdown(results: dict) -> str:
     rows = results["rows"]
     out = _intro(results)
     out += _headline(results, budgets_of(rows))
-    out += _gatys(rows) + _latency(rows) + _end_to_end(rows) + _quality(rows) + _skipped(rows)
+    out += _gatys(rows) + _latency(rows) + _end_to_end(rows) + _tiles(rows)
+    out += _quality(rows) + _skipped(rows)
     out.append("\nPlots: " + ", ".join(f"[{p}]({p})" for p in PLOTS) + "\n")
     return "".join(out)

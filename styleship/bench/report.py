@@ -47,6 +47,11 @@ CSV_FIELDS = (
     "style_loss",
     "psnr_vs_fp32_db",
     "psnr_reference",
+    "tile",
+    "overlap",
+    "tile_mean_abs",
+    "tile_max_abs",
+    "psnr_vs_untiled_db",
 )
 
 

@@ -49,7 +49,7 @@ def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bund
     family = get_family(spec.family)
     key = sha256_json(
         {"family": spec.family, "config": spec.config, "vgg": spec.vgg, "seed": suite.seed}
-        | {"styleship": __version__}
+        | {"styleship": __version__, "precisions": ["fp32", "int8"]}
     )[:16]
     path = work_dir / f"{model_id}-{key}.{family.name}"
     if (path / "manifest.json").is_file():
@@ -57,7 +57,7 @@ def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bund
     log(f"building {model_id} (seeded random weights) and exporting it")
     model, weights = family.create(family.config_from_dict(spec.config), spec.vgg, suite.seed)
     ckpt = save_checkpoint(work_dir / f"{model_id}-{key}", family.name, model, weights)
-    return Bundle.load(export_bundle(ckpt, path, force=True))
+    return Bundle.load(export_bundle(ckpt, path, force=True, int8=True))
 
 
 def _device(backend: str, suite: Suite) -> str:
@@ -150,6 +150,8 @@ class Runner:
             if case.style == "uncached" and "fused" not in bundle.graphs:
                 reason = "this model has its style built in (no style encoder)"
                 return [base | {"status": "skipped", "reason": reason}]
+            if block.tiles:
+                return self._tiled(case, block, bundle, base)
             return self._measure(case, block, bundle, base)
         except BackendUnavailable as exc:
             return [base | {"status": "skipped", "reason": str(exc)}]
@@ -268,6 +270,54 @@ class Runner:
             "images_per_s": stats.images_per_s(1),
             "peak_rss_mib": mem.peak_mib,
         }
+
+    def _tiled(self, case: BenchCase, block: RunBlock, bundle: Bundle, base: dict) -> list[dict]:
+        """End to end on a size² photo, untiled and in tiles (overlap tiling.DEFAULT_OVERLAP);
+        each tiled output is compared with the untiled one when that ran first."""
+        from styleship.runtime import tiling
+        from styleship.runtime.stylizer import Stylizer
+
+        content = im.Image(self.images.content_at(case.size))
+        style = im.encode(im.Image(self.images.style), ".png")
+        device = _device(case.backend, self.suite)
+        rows, reference = [], None
+        with Stylizer(
+            bundle, case.backend, device, case.precision, STYLE_SIZE, cache_dir=None
+        ) as st:
+            st.style_code(style)
+            for tile in block.tiles:
+                self.log(f"{case.model} {case.backend} {case.size}² tile {tile or 'none'}")
+                outputs = []
+
+                def call(tile: int = tile, outputs: list = outputs) -> None:
+                    out = st.stylize(content, style, tile=tile or None)
+                    if not outputs:
+                        outputs.append(out.rgb)
+
+                with PeakMemory() as mem:
+                    stats = measure(call, self.suite.timing)
+                row = base | {
+                    "view": "tiled" if tile else "untiled",
+                    "status": "ok",
+                    "reason": None,
+                    "tile": tile or None,
+                    "overlap": tiling.DEFAULT_OVERLAP if tile else None,
+                    **stats.to_dict(),
+                    "images_per_s": stats.images_per_s(1),
+                    "peak_rss_mib": mem.peak_mib,
+                }
+                if tile == 0:
+                    reference = outputs[0]
+                elif reference is not None:
+                    err = np.abs(outputs[0] - reference)
+                    mse = float(np.mean(err**2))
+                    row |= {
+                        "tile_mean_abs": float(err.mean()),
+                        "tile_max_abs": float(err.max()),
+                        "psnr_vs_untiled_db": 10 * np.log10(1 / mse) if mse else None,
+                    }
+                rows.append(row)
+        return rows
 
     # -- the baseline ----------------------------------------------------------
     def run_gatys(self, size: int) -> list[dict]:
