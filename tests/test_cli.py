@@ -216,10 +216,15 @@ def test_init_export_stylize_round_trip(tmp_path, contents, styles, family, init
         _one_line_error(proc, "no VGG-19 weights")
 
 
-def test_demo_writes_a_contact_sheet(small_bundle, tmp_path):
+def test_demo_writes_a_contact_sheet_and_a_clip(small_bundle, tmp_path):
     proc = run_cli("demo", "-m", small_bundle, "--out", tmp_path, "--json")
     assert proc.returncode == 0, proc.stderr
-    (run,) = json.loads(proc.stdout)["bundles"]
+    result = json.loads(proc.stdout)
+    (run,) = result["bundles"]
+    clip = result["clip"]
+    cap = cv2.VideoCapture(clip["output"])
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 36
+    assert clip["flicker_with"] < clip["flicker_without"]
     assert run["untrained"] and len(run["outputs"]) == 20 and run["ms_per_image"] > 0
     sheet = cv2.imread(run["contact_sheet"])
     assert sheet is not None and sheet.shape[0] > 5 * 192  # six rows of cells

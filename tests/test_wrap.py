@@ -15,6 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchSc
 
 from styleship.runtime import image as im  # noqa: E402
 from styleship.runtime.stylizer import Stylizer  # noqa: E402
+from styleship.serve.models import StylizeModel, stylize_ports  # noqa: E402
 
 
 class Foreign(torch.nn.Module):
@@ -78,6 +79,22 @@ def test_wrapped_model_matches_the_foreign_model_through_the_adapters(tmp_path, 
     assert proc.returncode == 0 and (tmp_path / f"{contents[1].stem}_stylized.jpg").is_file()
     proc = run_cli("stylize", contents[1], "-m", out, "-s", contents[0], "-o", tmp_path)
     assert proc.returncode == 1 and "style built in" in proc.stderr
+    # Served and exported like any bundle: one model, no style inputs, no _style model.
+    with Stylizer(out, "ort-cpu", cache_dir=None) as st:
+        model = StylizeModel(st, im.DEFAULT_MAX_PIXELS, max_batch=4)
+        pixels = im.to_uint8(rgb)[None]
+        (response,) = model([{"pixels": pixels}])
+    assert np.abs(response["pixels"][0] / 255.0 - expected).max() < 1 / 255 + 1e-4
+    assert {p.name for p in stylize_ports(st.bundle)[0]} == {
+        "image",
+        "pixels",
+        "alpha",
+        "preserve_color",
+        "format",
+    }
+    proc = run_cli("export-triton", out, "-o", tmp_path / "repo", "--kind", "KIND_CPU")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["net"]
 
 
 def test_fixed_size_models_are_resized_in_and_out(tmp_path, contents):

@@ -238,6 +238,11 @@ def demo(
             f"  {len(run['outputs'])} images, {run['ms_per_image']:.0f} ms per image "
             f"(decode, stylize, encode); contact sheet: {run['contact_sheet']}"
         )
+    clip = result["clip"]
+    out.print(
+        f"[bold]video[/]: {clip['output']} (stability {clip['stability']}: flicker "
+        f"{clip['flicker_without']} → {clip['flicker_with']} of 255 in static regions)"
+    )
 
 
 @app.command()

@@ -130,7 +130,7 @@ def build_engines(
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     cache_file = directory / TIMING_CACHE
-    for graph in graphs:
+    for graph in (g for g in graphs if g in bundle.graphs):  # wrapped bundles: stylizer only
         onnx_name, strongly_typed = _source(bundle, graph, precision, major)
         graph_profiles = profiles(bundle.graph(graph), list(sizes), max_batch, min_side, opt_batch)
         settings = {

@@ -136,14 +136,15 @@ def export_triton(
     bundle = Bundle.load(bundle_path)
     base = model_name(bundle)
     repo = Path(repo)
-    names = {"style_encoder": f"{base}_style", "stylizer": base}
-    targets = [repo / n for n in (*names.values(), f"{base}_pipeline")]
+    styled = bundle.has_style_input  # wrapped bundles have the style in their weights
+    names = {"style_encoder": f"{base}_style", "stylizer": base} if styled else {"stylizer": base}
+    targets = [repo / n for n in names.values()] + ([repo / f"{base}_pipeline"] if styled else [])
     existing = [t for t in targets if t.exists()]
     if existing and not force:
         raise InputError(f"{existing[0]} exists; pass --force to replace it")
     code_shapes = {
         t.name: [d for d in t.shape[1:]]
-        for t in bundle.graph("style_encoder").outputs
+        for t in (bundle.graph("style_encoder").outputs if styled else ())
         if all(isinstance(d, int) for d in t.shape[1:])
     }
     repo.mkdir(parents=True, exist_ok=True)
@@ -168,6 +169,8 @@ def export_triton(
                     warm,
                 ),
             )
+    if not styled:
+        return targets
     with _atomic.staged_dir(repo / f"{base}_pipeline", overwrite=force) as stage:
         (stage / "1").mkdir()  # ensembles have an empty version directory
         _atomic.write_text(
