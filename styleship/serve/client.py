@@ -85,6 +85,13 @@ class Client:
         except Exception:  # connection refused and the like: simply not ready
             return False
 
+    def takes_style(self) -> bool:
+        """Whether the server has `<model>_style` (wrapped models have their style built in)."""
+        try:
+            return bool(self._client.is_model_ready(f"{self.model}_style"))
+        except Exception:  # an unreachable server raises; the caller's next request reports it
+            return False
+
     def _input(self, name: str, value: np.ndarray):
         from tritonclient.utils import np_to_triton_dtype
 

@@ -91,7 +91,7 @@ def _mean_batch(before: dict[int, int], after: dict[int, int]) -> float | None:
 def run_level(
     url: str,
     model: str,
-    style_id: str,
+    style_id: str | None,
     content: bytes,
     concurrency: int,
     duration_s: float,
@@ -165,8 +165,8 @@ def run_loadtest(
         raise InputError(f"duration must be in (0, {MAX_DURATION_S:g}] seconds")
     with Client(url, model) as client:
         if not client.ready():
-            raise InputError(f"no ready model {model!r} (and {model}_style) at {url}")
-        style_id = client.upload_style(style)
+            raise InputError(f"no ready model {model!r} at {url}")
+        style_id = client.upload_style(style) if client.takes_style() else None
         for _ in range(warmup):
             client.stylize(content, style_id)
     results = []
@@ -277,10 +277,12 @@ def in_process_p50(
     from styleship.runtime.stylizer import Stylizer
 
     with Stylizer(bundle, backend, cache_dir=None) as stylizer:
-        stylizer.style_code(style)
+        styled = stylizer.bundle.has_style_input
+        if styled:
+            stylizer.style_code(style)
 
         def once() -> None:
-            im.encode(stylizer.stylize(content, style), ".jpg")
+            im.encode(stylizer.stylize(content, style if styled else None), ".jpg")
 
         once()
         samples = []
