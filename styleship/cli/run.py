@@ -44,47 +44,25 @@ def _int(text: str, flag: str) -> int:
 
 
 def _stylize_video(
-    src: Path,
-    model,
-    styles,
-    mix,
-    alpha,
-    preserve_color,
-    style_size,
-    backend,
-    precision,
-    out_dir: Path,
-    suffix: str,
-    stability: float,
-    batch: int,
-    as_json: bool,
+    st, src: Path, dst: Path, code, alpha, preserve_color, stability, batch, as_json: bool
 ) -> None:
-    from styleship.runtime.stylizer import Stylizer, mix_codes
-    from styleship.runtime.video import is_video, probe, stylize_video
+    from styleship.runtime.video import probe, stylize_video
 
-    dst = out_dir if is_video(out_dir) else out_dir / f"{src.stem}{suffix}{src.suffix.lower()}"
     info = probe(src)
-    with Stylizer(model, backend, precision=precision, style_size=style_size) as st:
-        codes = [st.style_code(s) for s in styles]
-        code = (
-            codes[0]
-            if len(codes) == 1 and mix is None
-            else mix_codes(codes, mix or [1.0] * len(codes), st.bundle.style_code)
+    bar = progress(as_json, TextColumn("{task.fields[fps]:.1f} frames/s"))
+    with bar:
+        task = bar.add_task("frames", total=info.frames or None, fps=0.0)
+        started = time.perf_counter()
+        count = 0
+
+        def tick() -> None:
+            nonlocal count
+            count += 1
+            bar.update(task, advance=1, fps=count / (time.perf_counter() - started))
+
+        result = stylize_video(
+            st, src, dst, code, alpha, preserve_color, stability, batch, on_frame=tick
         )
-        bar = progress(as_json, TextColumn("{task.fields[fps]:.1f} frames/s"))
-        with bar:
-            task = bar.add_task("frames", total=info.frames or None, fps=0.0)
-            started = time.perf_counter()
-            count = 0
-
-            def tick() -> None:
-                nonlocal count
-                count += 1
-                bar.update(task, advance=1, fps=count / (time.perf_counter() - started))
-
-            result = stylize_video(
-                st, src, dst, code, alpha, preserve_color, stability, batch, on_frame=tick
-            )
     result["frames_per_s"] = round(count / (time.perf_counter() - started), 2)
     result |= {"backend": st.backend_name, "precision": st.precision}
     _print(
@@ -145,45 +123,34 @@ def stylize(
 
     mix = _weights(weights)
     tile_side: int | str = "auto" if tile == "auto" else _int(tile, "--tile")
-    if len(contents) == 1 and is_video(contents[0]):
-        return _stylize_video(
-            Path(contents[0]),
-            model,
-            style,
-            mix,
-            alpha,
-            preserve_color,
-            style_size,
-            backend,
-            precision,
-            out_dir,
-            suffix,
-            stability,
-            batch,
-            as_json,
-        )
-    files = find_images(contents)
+    video = Path(contents[0]) if len(contents) == 1 and is_video(contents[0]) else None
+    files = [] if video else find_images(contents)
     bar = progress(as_json)
-    with (
-        Stylizer(
-            model, backend, precision=precision, style_size=style_size, max_pixels=max_pixels
-        ) as st,
-        bar,
-    ):
-        task = bar.add_task("stylizing", total=len(files))
-        results = st.stylize_files(
-            files,
-            out_dir,
-            suffix=suffix,
-            on_done=lambda r: bar.advance(task),
-            styles=style or [],
-            weights=mix,
-            alpha=alpha,
-            preserve_color=preserve_color,
-            max_size=max_size,
-            tile=tile_side,
-            overlap=overlap,
-        )
+    with Stylizer(
+        model, backend, precision=precision, style_size=style_size, max_pixels=max_pixels
+    ) as st:
+        if video:
+            suffix_ext = f"{video.stem}{suffix}{video.suffix.lower()}"
+            dst = out_dir if is_video(out_dir) else out_dir / suffix_ext
+            code = st.mixed_code(style or [], mix)
+            return _stylize_video(
+                st, video, dst, code, alpha, preserve_color, stability, batch, as_json
+            )
+        with bar:
+            task = bar.add_task("stylizing", total=len(files))
+            results = st.stylize_files(
+                files,
+                out_dir,
+                suffix=suffix,
+                on_done=lambda r: bar.advance(task),
+                styles=style or [],
+                weights=mix,
+                alpha=alpha,
+                preserve_color=preserve_color,
+                max_size=max_size,
+                tile=tile_side,
+                overlap=overlap,
+            )
     failed = [r for r in results if r.error]
     data = {
         "backend": st.backend_name,

@@ -148,6 +148,19 @@ class Stylizer:
         self.cache.put(f"{style_id}-{self.style_size}", code)
         return code
 
+    def mixed_code(
+        self, styles: Sequence[Source], weights: Sequence[float] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The code of one style, or the weighted mix of several; {} for wrapped models."""
+        if not styles and self.bundle.has_style_input:
+            raise InputError("give a style image")
+        codes = [self.style_code(s) for s in styles]
+        if not codes:
+            return {}
+        if len(codes) == 1 and weights is None:
+            return codes[0]
+        return mix_codes(codes, weights or [1.0] * len(codes), self.bundle.style_code)
+
     def _feed(self, backend, by_kind: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Map values by input kind (content, style, strength) or code name onto input names."""
         return {name: by_kind[spec.value_key] for name, spec in backend.inputs().items()}
@@ -171,15 +184,7 @@ class Stylizer:
         None or 0 for never, or "auto" to tile only images over tiling.AUTO_TILE_PIXELS.
         """
         sources = ([style] if style is not None else []) + list(styles)
-        if not sources and self.bundle.has_style_input:
-            raise InputError("give a style image")
-        codes = [self.style_code(s) for s in sources]
-        if not codes:
-            code: dict[str, np.ndarray] = {}
-        elif len(codes) == 1 and weights is None:
-            code = codes[0]
-        else:
-            code = mix_codes(codes, weights or [1.0] * len(codes), self.bundle.style_code)
+        code = self.mixed_code(sources, weights)
         img = self._image(content)
         if max_size is not None:
             img = im.Image(im.resize_max_side(img.rgb, max_size), img.alpha, img.bit_depth)
