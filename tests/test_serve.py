@@ -89,6 +89,15 @@ def reference():
         yield s
 
 
+def _concurrently(fn, n: int) -> None:
+    """Run `fn` in n threads at once and wait for all of them."""
+    threads = [threading.Thread(target=fn) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def _bytes(path: Path) -> bytes:
     return path.read_bytes()
 
@@ -203,11 +212,7 @@ def test_concurrent_requests_are_batched(server, contents, styles):
         except ServerError as exc:
             errors.append(str(exc))
 
-    threads = [threading.Thread(target=send) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _concurrently(send, 12)
     assert errors == []
     with Client(server.url("http"), MODEL) as c:
         stats = c.statistics()
@@ -289,11 +294,7 @@ def test_full_queue_rejects_and_sigterm_lets_in_flight_requests_finish(tmp_path,
             except ServerError as exc:
                 outcomes.append(str(exc))
 
-        threads = [threading.Thread(target=send) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _concurrently(send, 8)
         rejected = [o for o in outcomes if o != "ok"]
         assert rejected and all("queue" in o.lower() for o in rejected), outcomes
         assert "ok" in outcomes
