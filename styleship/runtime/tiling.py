@@ -1,9 +1,9 @@
 """Tiled stylization: large images in overlapping tiles, blended without seams.
 
 How it works:
-- The image is cut into tiles of `tile`×`tile` that overlap by `overlap`
-  pixels. The last row and column of tiles are shifted back to end at the
-  border, so every tile has the same size and the tiles can be batched.
+- The image is cut into tiles of `tile`×`tile` that overlap by at least
+  `overlap` pixels: as few as can, spread evenly from border to border, so
+  every tile has the same size and the tiles can be batched.
 - Every tile uses the same style code, computed once.
 - Tiles are blended with weights that ramp from 0 to 1 across each overlap
   (a raised cosine), and the weights are normalised. The weights are flat
@@ -22,6 +22,7 @@ away from the seams. docs/tiling.md reports how much.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -32,13 +33,12 @@ AUTO_TILE_PIXELS = 8_000_000  # above this (about 4K UHD), `tile="auto"` tiles
 
 
 def starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one axis: stride tile-overlap, the last one flush with the end."""
+    """Tile origins along one axis: as few tiles as overlap at least `overlap`, spread evenly
+    from flush with the start to flush with the end."""
     if length <= tile:
         return [0]
-    stride = tile - overlap
-    out = list(range(0, length - tile, stride))
-    out.append(length - tile)
-    return out
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
 def _ramp(n: int) -> np.ndarray:
