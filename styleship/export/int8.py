@@ -5,8 +5,8 @@ What is quantised, and how:
   VNNI, ONNX Runtime runs QDQ int8 convolutions as integer kernels.
 - Weights are int8, one scale per output channel. Activations are uint8,
   with asymmetric ranges from Percentile calibration (99.999th percentile)
-  on the sample images. Percentile beat MinMax and Entropy on the trained
-  demo bundle by about 0.4 dB.
+  on the sample images. In exploratory runs on the trained demo bundle,
+  Percentile beat MinMax and Entropy by about 0.4 dB.
 
 What stays float:
 - Everything the fp16 rules keep in fp32 (export/fp16.py): normalisation
