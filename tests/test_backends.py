@@ -116,7 +116,7 @@ def test_exported_bundle_carries_its_checkpoint(bundle, small_checkpoint):
 
 
 def test_onnxruntime_refuses_bf16(bundle):
-    with pytest.raises(BackendUnavailable, match="ort-cpu runs fp32, fp16, not bf16"):
+    with pytest.raises(BackendUnavailable, match="ort-cpu runs fp32, fp16, int8, not bf16"):
         create_backend("ort-cpu").load(bundle, "stylizer", "cpu", "bf16")
 
 

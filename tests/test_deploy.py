@@ -93,7 +93,7 @@ def test_vq_lookup_stays_fp32(vq_bundle):
 
 def test_export_precision_is_checked(small_checkpoint, tmp_path):
     r = run_cli("export", small_checkpoint, "-o", tmp_path / "x.stvae", "--precision", "fp8")
-    assert r.returncode == 1 and "fp32 or fp16" in r.stderr
+    assert r.returncode == 1 and "fp32, fp16, int8" in r.stderr
 
 
 # -- Triton ----------------------------------------------------------------------------
