@@ -186,7 +186,7 @@ class Runner:
                 stats = measure(fn, self.suite.timing)
                 out = None
                 if block.quality:
-                    image_name = next(n for n, s in backend.outputs().items() if s.kind == "image")
+                    image_name = bundle.graph(graph).image_output
                     out = backend.run(feeds)[image_name][0].transpose(1, 2, 0)
                 info = backend.info()
             finally:

@@ -144,7 +144,7 @@ def _measure(bundle: Bundle, samples: dict[str, np.ndarray], log: Callable[[str]
     import onnxruntime as ort
 
     spec = bundle.graph("stylizer")
-    image = next(t.name for t in spec.outputs if t.kind == "image")
+    image = spec.image_output
     sessions = {
         p: ort.InferenceSession(
             str(bundle.path / spec.files[p]), providers=["CPUExecutionProvider"]

@@ -48,7 +48,7 @@ def _run(bundle: Bundle, backend: str, precision: str, feed: dict) -> np.ndarray
     from styleship.runtime.backends import create_backend
 
     graph = bundle.graph(GRAPH)
-    image = next(t.name for t in graph.outputs if t.kind == "image")
+    image = graph.image_output
     with create_backend(backend) as engine:
         engine.load(bundle, GRAPH, "cpu", precision)
         return engine.run({t.name: feed[t.kind] for t in graph.inputs})[image]

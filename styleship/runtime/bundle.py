@@ -58,6 +58,11 @@ class GraphInfo:
     outputs: tuple[TensorSpec, ...]
     files: dict[str, str]  # precision -> file name
 
+    @property
+    def image_output(self) -> str:
+        """The name of the graph's stylized-image output (found by kind, not by name)."""
+        return next(t.name for t in self.outputs if t.kind == "image")
+
 
 class Bundle:
     """A verified bundle directory."""

@@ -103,8 +103,7 @@ class Stylizer:
             if self._encoder:
                 self._encoder.close()
             raise
-        outputs = self._stylizer.outputs().items()
-        self._image_output = next(name for name, spec in outputs if spec.kind == "image")
+        self._image_output = self.bundle.graph("stylizer").image_output
 
     def _open(self, graph: str):
         backend = create_backend(self.backend_name)
