@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from styleship.errors import InputError
+from styleship.runtime import image as im
 
 # FFmpeg inside OpenCV prints its own complaints about unreadable files; styleship reports
 # them once, as an InputError. OpenCV reads this when it first opens a video.
@@ -121,7 +122,7 @@ class Writer:
         self.count = 0
 
     def write(self, rgb: np.ndarray) -> None:
-        bgr = cv2.cvtColor((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR)
+        bgr = cv2.cvtColor(im.to_uint8(rgb), cv2.COLOR_RGB2BGR)
         self._writer.write(bgr)
         self.count += 1
 
@@ -179,7 +180,6 @@ def stylize_frames(
     batch: int = 4,
 ) -> Iterator[np.ndarray]:
     """Stylized frames, in order, from RGB float frames; `batch` frames per engine run."""
-    from styleship.runtime import image as im
     from styleship.runtime.stylizer import Job
 
     blend = TemporalBlend(stability)

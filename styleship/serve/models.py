@@ -200,7 +200,7 @@ class StylizeModel:
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict]:
         jobs: list[list[Job]] = []
         formats: list[list[str]] = []
-        for request in requests:  # validate everything before any compute
+        for request in requests:  # decode and check all; stylize_batch checks α and size first
             rows = _rows(request)
             images = _images(request, self.max_pixels, "content")
             codes = self._codes(request, rows)
@@ -211,11 +211,6 @@ class StylizeModel:
             for f in fmts:
                 if f not in FORMATS:
                     raise InputError(f"format must be one of {', '.join(FORMATS)}, got {f!r}")
-            for a in alphas:
-                if not 0.0 <= float(a) <= 1.0:
-                    raise InputError(f"alpha must be in [0, 1], got {a}")
-            for img in images:
-                im.check_min_size(img.rgb, "content image")
             jobs.append(
                 [Job(i, c, float(a), bool(k)) for i, c, a, k in zip(images, codes, alphas, keep)]
             )
@@ -239,7 +234,5 @@ class StylizeModel:
         if "pixels" in wanted:
             if len({img.rgb.shape for img in done}) != 1:
                 raise InputError("the images of one request differ in size: ask for `image` only")
-            out["pixels"] = np.stack(
-                [(np.clip(img.rgb, 0, 1) * 255 + 0.5).astype(np.uint8) for img in done]
-            )
+            out["pixels"] = np.stack([im.to_uint8(img.rgb) for img in done])
         return out
