@@ -23,6 +23,8 @@ PACKAGES = (
     "safetensors",
     "tensorrt",
     "cuda-python",
+    "nvidia-pytriton",
+    "tritonclient",
 )
 
 
@@ -63,6 +65,11 @@ def diagnose() -> dict:
         problems.append(
             "opencv-python and opencv-python-headless are both installed: keep the headless one"
         )
+    if versions["nvidia-pytriton"] and int((versions["numpy"] or "0").split(".")[0]) >= 2:
+        problems.append(
+            f"nvidia-pytriton cannot serve with NumPy {versions['numpy']} (its stub sends empty "
+            "outputs): pip install 'numpy<2' 'opencv-python-headless<4.12'"
+        )
     backends = available_backends()
     if all(reason for reason in backends.values()):
         problems.append("no inference backend is usable: pip install 'styleship[cpu]'")
@@ -74,5 +81,6 @@ def diagnose() -> dict:
         "backends": {name: reason or "available" for name, reason in backends.items()},
         "gpus": gpus(),
         "tensorrt": versions["tensorrt"] or "not installed (pip install 'styleship[gpu]')",
+        "serve": versions["nvidia-pytriton"] or "not installed (pip install 'styleship[serve]')",
         "problems": problems,
     }

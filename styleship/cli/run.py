@@ -27,6 +27,7 @@ def doctor(as_json: bool = JSON_OPT) -> None:
         **{f"backend {k}": v for k, v in report["backends"].items()},
         "gpus": ", ".join(report["gpus"]) or "none",
         "tensorrt": report["tensorrt"],
+        "serve": report["serve"],
         **{k: v or "-" for k, v in report["packages"].items()},
     }
     _print(report, as_json, _kv_table("styleship doctor", rows))
