@@ -10,6 +10,8 @@ import pytest
 from conftest import ROOT, run_cli
 
 from styleship.export.fp16 import fp32_nodes
+from styleship.export.int8 import encoder_modules
+from styleship.runtime.bundle import Bundle
 from styleship.runtime.stylizer import Stylizer
 
 DEMO = ROOT / "assets" / "models" / "stvae-demo.stvae"
@@ -18,7 +20,11 @@ DEMO = ROOT / "assets" / "models" / "stvae-demo.stvae"
 @pytest.fixture(scope="module")
 def int8_bundle(small_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "small.stvae"
-    proc = run_cli("export", small_checkpoint, "-o", out, "--precision", "int8")
+    # A bar no int8 graph reaches: the search tries none and all of the encoder in float,
+    # then keeps the fastest graph and records that it missed.
+    proc = run_cli(
+        "export", small_checkpoint, "-o", out, "--precision", "int8", "--int8-min-psnr", "99"
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -49,7 +55,13 @@ def test_export_writes_qdq_graphs_and_keeps_the_transform_float(int8_bundle):
     assert any("transform" in str(c.metadata_props) for c in convs if c.name in float_convs)
     vs = record["vs_fp32"]
     assert vs["size"] == 512 and len(vs["pairs"]) == 4 and vs["speedup"] > 0
-    assert vs["passed"] == (vs["psnr_db_min"] >= vs["min_psnr_db"])
+    assert vs["min_psnr_db"] == 99 and not vs["passed"]
+    modules = encoder_modules(Bundle.load(int8_bundle))
+    assert modules and all(".encoder." in m for m in modules)
+    trials = record["search"]["trials"]
+    assert [t["float_encoder_convs"] for t in trials] == [0, len(modules)]
+    assert trials[1]["psnr_db_min"] > trials[0]["psnr_db_min"]  # float encoder: closer to fp32
+    assert record["float_encoder_modules"] == []
 
 
 def test_int8_runs_close_to_fp32(int8_bundle, contents, styles):

@@ -49,7 +49,7 @@ def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bund
     family = get_family(spec.family)
     key = sha256_json(
         {"family": spec.family, "config": spec.config, "vgg": spec.vgg, "seed": suite.seed}
-        | {"styleship": __version__, "precisions": ["fp32", "int8"]}
+        | {"styleship": __version__, "precisions": ["fp32", "int8"], "int8_min_psnr": 30.0}
     )[:16]
     path = work_dir / f"{model_id}-{key}.{family.name}"
     if (path / "manifest.json").is_file():

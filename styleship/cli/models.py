@@ -130,6 +130,12 @@ def export(
         "fp32",
         help="Graphs to add beside fp32: fp16 (GPUs, TensorRT 11), int8 (CPUs), or fp16,int8.",
     ),
+    int8_min_psnr: float = typer.Option(
+        30.0,
+        min=0.0,
+        help="int8: keep the deepest encoder layers in float until PSNR vs fp32 reaches "
+        "this (dB); 0 for the fastest graph.",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Export a checkpoint to an ONNX model bundle, parity-checked against PyTorch.
@@ -152,6 +158,7 @@ def export(
             log=lambda m: status.update(m),
             fp16="fp16" in wanted,
             int8="int8" in wanted,
+            int8_min_psnr=int8_min_psnr,
         )
     manifest = json.loads((path / "manifest.json").read_text())
     worst = max(r.get("max_abs", 0.0) for r in manifest["parity"]["results"])

@@ -48,7 +48,7 @@ FP32_SCOPES = ("transform", "style_head")
 SCOPE_KEY = "pkg.torch.onnx.name_scopes"
 
 
-def _scopes(node) -> list[str]:
+def scopes(node) -> list[str]:
     for prop in node.metadata_props:
         if prop.key == SCOPE_KEY:
             try:
@@ -63,10 +63,10 @@ def fp32_nodes(model) -> list[str]:
     producer = {out: node for node in model.graph.node for out in node.output}
     keep: set[str] = set()
     for node in model.graph.node:
-        scopes = _scopes(node)
-        modules = [s for s in scopes[1:-1] if s]  # between the root '' and the op itself
+        node_scopes = scopes(node)
+        modules = [s for s in node_scopes[1:-1] if s]  # between the root '' and the op itself
         in_fp32_module = any(part in FP32_SCOPES for s in modules for part in s.split("."))
-        top_level_math = scopes[:1] == [""] and not modules and node.op_type not in ("Shape",)
+        top_level_math = node_scopes[:1] == [""] and not modules and node.op_type not in ("Shape",)
         if node.op_type in FP32_OPS or in_fp32_module or top_level_math:
             keep.add(node.name)
         if node.op_type in REDUCTIONS:

@@ -237,6 +237,7 @@ def export_bundle(
     log: Callable[[str], None] = lambda msg: None,
     fp16: bool = False,
     int8: bool = False,
+    int8_min_psnr: float = 30.0,
 ) -> Path:
     """Export `checkpoint` to the bundle directory `out_dir`; returns its path.
 
@@ -321,6 +322,7 @@ def export_bundle(
                     parity_feed(cal_contents, cal_styles, CALIBRATION_SIZE),
                     parity_feed(contents, styles, MEASURE_SIZE),
                     log,
+                    int8_min_psnr,
                 )
             samples = {s: parity_feed(contents, styles, s) for s in PARITY_SIZES[:1]}
             manifest["precision_parity"] = reduced_precision_parity(
