@@ -111,22 +111,14 @@ def _run_clip(bundle: Path, photo: Path, style: Path, out_dir: Path, backend: st
 
     rgb = cv2.resize(im.read_image(photo).rgb, (320, 240), interpolation=cv2.INTER_AREA)
     frames = video.moving_shapes_clip(rgb, frames=36)
-    source = out_dir / "clip.mp4"
-    writer = video.Writer(source, 12.0, (320, 240))
-    for f in frames:
-        writer.write(f)
-    writer.close()
+    source = video.write_frames(out_dir / "clip.mp4", frames, 12.0)
     log(f"stylizing {source.name} ({len(frames)} frames)")
     stability = 0.6
     with Stylizer(bundle, backend=backend, cache_dir=out_dir / "style-cache") as st:
         code = st.style_code(style)
         plain = list(video.stylize_frames(st, frames, code))
         stable = list(video.stylize_frames(st, frames, code, stability=stability))
-    target = out_dir / "clip_stylized.mp4"
-    writer = video.Writer(target, 12.0, (320, 240))
-    for f in stable:
-        writer.write(f)
-    writer.close()
+    target = video.write_frames(out_dir / "clip_stylized.mp4", stable, 12.0)
     return {
         "source": str(source),
         "output": str(target),

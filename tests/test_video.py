@@ -21,14 +21,6 @@ def clip(contents) -> list[np.ndarray]:
     return video.moving_shapes_clip(photo, frames=10)
 
 
-def _write(path, frames, fps=12.0):
-    writer = video.Writer(path, fps, (frames[0].shape[1], frames[0].shape[0]))
-    for f in frames:
-        writer.write(f)
-    writer.close()
-    return path
-
-
 def test_stability_mode_reduces_flicker_in_static_regions(clip, styles):
     with Stylizer(DEMO, "ort-cpu", cache_dir=None) as st:
         code = st.style_code(styles[1])
@@ -53,7 +45,7 @@ def test_frames_are_batched_and_equal_single_image_stylization(clip, styles):
 
 
 def test_cli_stylizes_a_video_file_keeping_fps_size_and_frame_count(clip, styles, tmp_path):
-    src = _write(tmp_path / "clip.mp4", clip, fps=12.0)
+    src = video.write_frames(tmp_path / "clip.mp4", clip, 12.0)
     proc = run_cli(
         "stylize",
         src,

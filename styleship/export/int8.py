@@ -101,7 +101,7 @@ def _quantise(
     bundle: Bundle,
     graph: str,
     dst: Path,
-    samples: dict[str, np.ndarray],
+    feeds: list[dict],
     float_modules: set[str] = frozenset(),
 ) -> dict:
     import onnx
@@ -109,7 +109,7 @@ def _quantise(
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = _feeds(bundle, graph, samples)
+            self.feeds = iter(feeds)
 
         def get_next(self) -> dict | None:
             return next(self.feeds, None)
@@ -194,10 +194,9 @@ def _quality(bundle: Bundle, sessions: dict, feeds: list[dict]) -> list[dict]:
     return quality
 
 
-def _measure(bundle: Bundle, samples: dict[str, np.ndarray], min_psnr: float, log) -> dict:
+def _measure(bundle: Bundle, feeds: list[dict], min_psnr: float, log) -> dict:
     """int8 vs fp32 on the stylizer graph at MEASURE_SIZE²: quality on every pair, then speed."""
     sessions = _sessions(bundle, bundle.path / bundle.graph("stylizer").files["int8"])
-    feeds = list(_feeds(bundle, "stylizer", samples))
     quality = _quality(bundle, sessions, feeds)
     psnr = [q["psnr_db"] for q in quality]
     timing = {p: round(_p50_ms(s, feeds[0]), 1) for p, s in sessions.items()}
@@ -235,8 +234,8 @@ def _ssim(ref: np.ndarray, out: np.ndarray) -> float | None:
 def _search(
     bundle: Bundle,
     stage: Path,
-    calibration: dict[str, np.ndarray],
-    measure: dict[str, np.ndarray],
+    calibration: list[dict],
+    feeds: list[dict],
     min_psnr: float,
     log: Callable[[str], None],
 ) -> tuple[set[str], list[dict]]:
@@ -248,7 +247,6 @@ def _search(
     misses the bar, all of it is quantised, for speed, and the record says so.
     """
     modules = encoder_modules(bundle)
-    feeds = list(_feeds(bundle, "stylizer", measure))
     trial_file = stage / "stylizer.int8-trial.onnx"
     tried: dict[int, float] = {}
 
@@ -291,12 +289,15 @@ def add_int8(
     bar the encoder search aims for; 0 quantises every convolution it may.
     """
     bundle = Bundle.load(stage)
-    float_modules, search = _search(bundle, stage, calibration, measure, min_psnr, log)
+    # Feeds (with style codes) are made once: the search re-quantises with the same ones.
+    calib = {name: list(_feeds(bundle, name, calibration)) for name in QUANTISED_GRAPHS}
+    checks = list(_feeds(bundle, "stylizer", measure))
+    float_modules, search = _search(bundle, stage, calib["stylizer"], checks, min_psnr, log)
     details = {}
     for name in QUANTISED_GRAPHS:
         log(f"quantising {name} to int8 ({METHOD} calibration)")
         dst = stage / f"{name}.int8.onnx"
-        details[name] = _quantise(bundle, name, dst, calibration, float_modules)
+        details[name] = _quantise(bundle, name, dst, calib[name], float_modules)
         manifest["graphs"][name]["files"]["int8"] = dst.name
         manifest["files"][dst.name] = sha256_file(dst)
     # The style encoder runs once per style: it keeps its fp32 graph under int8.
@@ -314,6 +315,6 @@ def add_int8(
         "search": {"min_psnr_db": min_psnr, "trials": search},
         "float_encoder_modules": sorted(float_modules),
         "graphs": details,
-        "vs_fp32": _measure(Bundle.load(stage), measure, min_psnr, log),
+        "vs_fp32": _measure(Bundle.load(stage), checks, min_psnr, log),
     }
     _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")

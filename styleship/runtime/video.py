@@ -134,6 +134,23 @@ class Writer:
             self.tmp.unlink(missing_ok=True)
 
 
+def write_frames(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float) -> Path:
+    """Write RGB float frames (all one size) to a video file, atomically."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise InputError("no frames to write")
+    writer = Writer(path, fps, (first.shape[1], first.shape[0]))
+    try:
+        for frame in (first, *frames):
+            writer.write(frame)
+    except BaseException:
+        writer.close(keep=False)
+        raise
+    writer.close()
+    return writer.path
+
+
 class TemporalBlend:
     """The stability filter of the module docstring; one per clip."""
 
@@ -183,7 +200,6 @@ def stylize_frames(
     from styleship.runtime.stylizer import Job
 
     blend = TemporalBlend(stability)
-    pending: list[np.ndarray] = []
     source = iter(source)
     while True:
         pending = [f for _, f in zip(range(batch), source)]
