@@ -23,8 +23,9 @@ from pathlib import Path
 from styleship import __version__, _atomic
 from styleship._hashing import sha256_json
 from styleship._lazy import require
-from styleship.errors import BackendUnavailable, ExportError, InputError, ModelError
+from styleship.errors import ExportError, InputError, ModelError
 from styleship.runtime.backends._cuda import GpuIdentity, gpu_identity
+from styleship.runtime.backends.tensorrt import trt_major
 from styleship.runtime.bundle import Bundle
 from styleship.runtime.engines import (
     BUILD_FORMAT,
@@ -38,15 +39,6 @@ from styleship.runtime.engines import (
 PRECISIONS = ("fp32", "tf32", "fp16")
 GRAPHS = ("style_encoder", "stylizer", "fused")
 TIMING_CACHE = "timing.cache"
-
-
-def trt_major(trt) -> int:
-    major = int(trt.__version__.split(".")[0])
-    if major < 10:
-        raise BackendUnavailable(
-            f"TensorRT {trt.__version__} is too old: styleship builds with TensorRT 10 or 11"
-        )
-    return major
 
 
 def _source(bundle: Bundle, graph: str, precision: str, major: int) -> tuple[str, bool]:

@@ -23,6 +23,20 @@ from styleship.runtime.bundle import Bundle
 from styleship.runtime.engines import check_engine, pick_profile, rebuild_hint
 
 
+def trt_major(trt) -> int:
+    """TensorRT's major version, refusing those older than 10.
+
+    It lives in the runtime, not in export/, because both loading (here) and
+    building (export/tensorrt.py) need it, and the runtime must not depend on export.
+    """
+    major = int(trt.__version__.split(".")[0])
+    if major < 10:
+        raise BackendUnavailable(
+            f"TensorRT {trt.__version__} is too old: styleship builds with TensorRT 10 or 11"
+        )
+    return major
+
+
 class TensorRTBackend(BaseBackend):
     name = "tensorrt"
 
@@ -43,8 +57,6 @@ class TensorRTBackend(BaseBackend):
 
     def _source(self, bundle: Bundle, graph: str, precision: str) -> Path:
         trt = require("tensorrt", "gpu")
-        from styleship.export.tensorrt import trt_major
-
         trt_major(trt)
         gpu = gpu_identity(self._device_index(self.device))
         path, entry = check_engine(bundle, graph, precision, gpu.tag, trt.__version__)
