@@ -93,42 +93,65 @@ def _image_io(model, conv: Convention) -> tuple[object, object, list]:
     return inputs[0], outputs[0], fixed if len(fixed) == 2 else []
 
 
-def _adapt(model, conv: Convention, src_in: str, src_out: str) -> None:
-    """Rewire `model` in place: `content` -> adapters -> model -> adapters -> `image`."""
-    from onnx import TensorProto, helper, numpy_helper
+def adapter_nodes(
+    conv: Convention, src_in: str, src_out: str, content: str = "content", image: str = "image"
+) -> tuple[list, list, list]:
+    """(initializers, nodes in front, nodes behind) converting between the runtime's [0, 1]
+    RGB NCHW tensors (`content`, `image`) and a model's `src_in`/`src_out` convention.
 
-    g = model.graph
+    Range steps that are the identity (a 0-1 model) are left out. Names are prefixed
+    with `src_in` so adapters for several inputs can live in one graph.
+    """
+    from onnx import helper, numpy_helper
+
     lo_in, hi_in = RANGES[conv.input_range]
     lo_out, hi_out = RANGES[conv.output_range or conv.input_range]
+    p = f"wrap_{src_in}"
     consts = {
-        "wrap_bgr": np.array([2, 1, 0], np.int64),
-        "wrap_in_scale": np.array(hi_in - lo_in, np.float32),
-        "wrap_in_shift": np.array(lo_in, np.float32),
-        "wrap_out_scale": np.array(1.0 / (hi_out - lo_out), np.float32),
-        "wrap_out_shift": np.array(-lo_out, np.float32),
+        f"{p}_bgr": np.array([2, 1, 0], np.int64),
+        f"{p}_in_scale": np.array(hi_in - lo_in, np.float32),
+        f"{p}_in_shift": np.array(lo_in, np.float32),
+        f"{p}_out_scale": np.array(1.0 / (hi_out - lo_out), np.float32),
+        f"{p}_out_shift": np.array(-lo_out, np.float32),
     }
-    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
     pre, post = [], []
-    x = "content"
+
+    def step(nodes: list, op: str, x: str, arg: str | None, out: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, [x, arg] if arg else [x], [out], **attrs))
+        return out
+
+    x = content
     if conv.channels == "BGR":
-        pre.append(helper.make_node("Gather", [x, "wrap_bgr"], ["wrap_bgr_in"], axis=1))
-        x = "wrap_bgr_in"
-    pre.append(helper.make_node("Mul", [x, "wrap_in_scale"], ["wrap_scaled_in"]))
-    x = "wrap_scaled_in"
+        x = step(pre, "Gather", x, f"{p}_bgr", f"{p}_bgr_in", axis=1)
+    if hi_in - lo_in != 1.0:
+        x = step(pre, "Mul", x, f"{p}_in_scale", f"{p}_scaled_in")
+    if lo_in != 0.0:
+        x = step(pre, "Add", x, f"{p}_in_shift", f"{p}_ranged_in")
     if conv.layout == "NHWC":
-        pre.append(helper.make_node("Add", [x, "wrap_in_shift"], ["wrap_ranged_in"]))
-        pre.append(helper.make_node("Transpose", ["wrap_ranged_in"], [src_in], perm=[0, 2, 3, 1]))
-    else:
-        pre.append(helper.make_node("Add", [x, "wrap_in_shift"], [src_in]))
+        x = step(pre, "Transpose", x, None, f"{p}_nhwc_in", perm=[0, 2, 3, 1])
+    pre.append(helper.make_node("Identity", [x], [src_in]))
     y = src_out
     if conv.layout == "NHWC":
-        post.append(helper.make_node("Transpose", [y], ["wrap_nchw_out"], perm=[0, 3, 1, 2]))
-        y = "wrap_nchw_out"
+        y = step(post, "Transpose", y, None, f"{p}_nchw_out", perm=[0, 3, 1, 2])
     if conv.channels == "BGR":
-        post.append(helper.make_node("Gather", [y, "wrap_bgr"], ["wrap_rgb_out"], axis=1))
-        y = "wrap_rgb_out"
-    post.append(helper.make_node("Add", [y, "wrap_out_shift"], ["wrap_shifted_out"]))
-    post.append(helper.make_node("Mul", ["wrap_shifted_out", "wrap_out_scale"], ["image"]))
+        y = step(post, "Gather", y, f"{p}_bgr", f"{p}_rgb_out", axis=1)
+    if lo_out != 0.0:
+        y = step(post, "Add", y, f"{p}_out_shift", f"{p}_shifted_out")
+    if hi_out - lo_out != 1.0:
+        y = step(post, "Mul", y, f"{p}_out_scale", f"{p}_ranged_out")
+    post.append(helper.make_node("Identity", [y], [image]))
+    used = {i for n in (*pre, *post) for i in n.input}
+    inits = [numpy_helper.from_array(v, k) for k, v in consts.items() if k in used]
+    return inits, pre, post
+
+
+def _adapt(model, conv: Convention, src_in: str, src_out: str) -> None:
+    """Rewire `model` in place: `content` -> adapters -> model -> adapters -> `image`."""
+    from onnx import TensorProto, helper
+
+    g = model.graph
+    inits, pre, post = adapter_nodes(conv, src_in, src_out)
+    g.initializer.extend(inits)
     nodes = [*pre, *g.node, *post]
     del g.node[:]
     g.node.extend(nodes)
