@@ -115,14 +115,14 @@ def test_pad_and_min_size():
         im.check_min_size(np.zeros((1, 1, 3), np.float32), "content image")
 
 
-def test_write_is_atomic_and_checks_the_directory(tmp_path):
+def test_write_is_atomic_and_makes_the_directory(tmp_path):
     img = im.Image(np.full((16, 16, 3), 0.5, np.float32))
-    with pytest.raises(InputError, match="does not exist"):
-        im.write_image(tmp_path / "nope" / "a.png", img)
+    im.write_image(tmp_path / "new" / "a.png", img)
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["a.png"]
     with pytest.raises(InputError, match="cannot write .txt"):
         im.write_image(tmp_path / "a.txt", img)
     im.write_image(tmp_path / "a.png", img)
-    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temp file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "new"]  # no temp file left
 
 
 def test_preserve_color_keeps_content_chroma():
@@ -147,3 +147,63 @@ def test_written_files_get_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
+
+
+def _reference_encode(img: im.Image, ext: str) -> bytes:
+    """The definition of encode's pixels: clip to [0, 1], scale, round half up, BGR(A)."""
+    scale, dtype = (65535.0, np.uint16) if img.bit_depth == 16 else (255.0, np.uint8)
+    planes = [img.rgb[..., ::-1]] + ([img.alpha[..., None]] if img.alpha is not None else [])
+    ints = (np.clip(np.concatenate(planes, axis=2), 0, 1) * scale + 0.5).astype(dtype)
+    return cv2.imencode(ext, ints)[1].tobytes()
+
+
+@pytest.mark.parametrize("depth, with_alpha", [(8, False), (8, True), (16, True)])
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_encode_writes_exactly_the_rounded_pixels(depth, with_alpha, ext):
+    rng = np.random.default_rng(depth)
+    rgb = rng.random((67, 45, 3), dtype=np.float32) * 1.4 - 0.2  # also outside [0, 1]
+    rgb[0, :3, 0] = [0.5 / 255, 1.5 / 255, 254.5 / 255]  # on the rounding boundary
+    alpha = rng.random((67, 45), dtype=np.float32) * 1.2 - 0.1 if with_alpha else None
+    img = im.Image(rgb, alpha, depth)
+    assert im.encode(img, ext) == _reference_encode(img, ext)
+
+
+def test_encode_keeps_one_float_temporary():
+    """Quantising before the channel swap keeps encode's peak memory near one float copy."""
+    import tracemalloc
+
+    img = im.Image(np.random.default_rng(0).random((1024, 1024, 3), dtype=np.float32))
+    im.encode(img, ".bmp")  # warm up OpenCV's encoder
+    tracemalloc.start()
+    try:
+        im.encode(img, ".bmp")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.6 * img.rgb.nbytes, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_opencv_prints_nothing_on_a_damaged_file():
+    """OpenCV's native logger would print a WARN line for a PNG with no pixel data."""
+    import subprocess
+    import sys
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    code = (
+        "import sys\n"
+        "from styleship.runtime import image as im\n"
+        "try:\n"
+        f"    im.decode({png!r})\n"
+        "except im.InputError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "image is not a readable image (unknown format, or truncated)"
+    assert proc.stderr == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,21 @@ import numpy as np
 from styleship import _atomic
 from styleship.errors import InputError
 
+# OpenCV's own logger prints "[ WARN:0@0.1] global grfmt_png.cpp ..." lines on stderr when
+# it meets a damaged file, before styleship reports the same problem as its one-line error
+# (as runtime/video.py silences FFmpeg). OPENCV_LOG_LEVEL, when set, still wins for debugging.
+# The wheels' binding takes the level as a number: 0 is cv::utils::logging::LOG_LEVEL_SILENT.
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.setLogLevel(0)
+
 DEFAULT_MAX_PIXELS = 40_000_000
 MULTIPLE = 8
 MIN_SIDE = 16  # the encoders downsample 8×; relu4_1 must stay at least 2×2 for reflection pads
 WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 ALPHA_EXTENSIONS = (".png", ".webp", ".tif", ".tiff")
 SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")  # chunks libpng cannot do without
 
 
 @dataclass
@@ -56,7 +66,7 @@ def read_bytes(src: str | os.PathLike) -> bytes:
 
 def declared_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, JPEG, GIF, BMP or WebP header, without decoding pixels."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    if data[:8] == PNG_SIGNATURE and len(data) >= 24:
         return struct.unpack(">II", data[16:24])
     if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
         return struct.unpack("<HH", data[6:10])
@@ -115,7 +125,7 @@ def _exif_block(data: bytes) -> bytes:
         for marker, payload in _jpeg_segments(data):
             if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
                 return payload[6:]
-    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+    elif data[:8] == PNG_SIGNATURE:
         i = 8
         while i + 8 <= len(data):
             length, kind = struct.unpack(">I4s", data[i : i + 8])
@@ -169,8 +179,38 @@ def _check_complete(data: bytes, label: str) -> None:
     """Refuse truncated JPEG/PNG files: their decoders would return a half-grey image."""
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
         raise InputError(f"{label} is a truncated JPEG (no end-of-image marker)")
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+    if data[:8] == PNG_SIGNATURE and b"IEND" not in data[-64:]:
         raise InputError(f"{label} is a truncated PNG (no IEND chunk)")
+
+
+def _check_png(data: bytes, label: str) -> None:
+    """Refuse a PNG whose header or critical chunks are damaged, before libpng reads it.
+
+    libpng reports such files ("libpng error: Invalid IHDR data") by printing to stderr
+    itself, which no OpenCV setting silences, and then fails anyway; checking the chunk
+    structure here keeps the report to styleship's one line. Damage inside valid
+    chunks (a corrupt deflate stream) is still only found by decoding.
+    """
+    if data[:8] != PNG_SIGNATURE:
+        return
+    i = 8
+    while i + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[i : i + 8])
+        end = i + 12 + length
+        if end > len(data):
+            raise InputError(f"{label} is a truncated PNG (a chunk runs past the end)")
+        if i == 8:
+            if kind != b"IHDR" or length != 13:
+                raise InputError(f"{label} is not a valid PNG (it does not start with IHDR)")
+            w, h = struct.unpack(">II", data[i + 8 : i + 16])
+            if not (0 < w < 2**31 and 0 < h < 2**31):
+                raise InputError(f"{label} is not a valid PNG (its header says {w}×{h} pixels)")
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if kind in PNG_CRITICAL and zlib.crc32(data[i + 4 : end - 4]) != crc:
+            raise InputError(f"{label} is a damaged PNG (bad checksum in {kind.decode()})")
+        if kind == b"IEND":
+            return
+        i = end
 
 
 def decode(data: bytes, label: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
@@ -184,6 +224,7 @@ def decode(data: bytes, label: str = "image", max_pixels: int = DEFAULT_MAX_PIXE
             f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)"
         )
     _check_complete(data, label)
+    _check_png(data, label)
     buf = np.frombuffer(data, np.uint8)
     # IMREAD_UNCHANGED keeps alpha and 16-bit depth but ignores EXIF: orient here.
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -266,6 +307,14 @@ def preserve_color(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     return np.clip(cv2.cvtColor(np.concatenate([y, crcb], axis=2), cv2.COLOR_YCrCb2RGB), 0, 1)
 
 
+def _quantise(x: np.ndarray, scale: float, dtype: type) -> np.ndarray:
+    """Float [0, 1] to integers, rounded half up: clip, scale and shift in one temporary."""
+    t = np.clip(x, 0, 1)
+    t *= scale
+    t += 0.5
+    return t.astype(dtype)
+
+
 def encode(img: Image, ext: str, quality: int = 95) -> bytes:
     """Encode to the format named by `ext`; alpha and 16 bits kept where the format can."""
     ext = ext.lower()
@@ -276,10 +325,11 @@ def encode(img: Image, ext: str, quality: int = 95) -> bytes:
         )
     depth16 = img.bit_depth == 16 and ext in SIXTEEN_BIT_EXTENSIONS
     scale, dtype = (65535.0, np.uint16) if depth16 else (255.0, np.uint8)
-    out = cv2.cvtColor(np.clip(img.rgb, 0, 1), cv2.COLOR_RGB2BGR)
+    # Quantise first, then swap channels and attach alpha on the small integer array:
+    # one float temporary instead of four float passes (clip, cvtColor, dstack, scale).
+    out = cv2.cvtColor(_quantise(img.rgb, scale, dtype), cv2.COLOR_RGB2BGR)
     if img.alpha is not None and ext in ALPHA_EXTENSIONS:
-        out = np.dstack([out, np.clip(img.alpha, 0, 1)])
-    out = (out * scale + 0.5).astype(dtype)
+        out = np.dstack([out, _quantise(img.alpha, scale, dtype)])
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, out, params)
     if not ok:
