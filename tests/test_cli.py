@@ -3,11 +3,14 @@
 import json
 import shutil
 import struct
+import subprocess
+import sys
+import zlib
 
 import cv2
 import numpy as np
 import pytest
-from conftest import jpeg_with_orientation, run_cli, write_pickled_code
+from conftest import ROOT, jpeg_with_orientation, run_cli, write_pickled_code
 
 
 def _one_line_error(proc, pattern: str) -> None:
@@ -128,7 +131,7 @@ def test_unwritable_output_directory(small_bundle, styles, contents, tmp_path):
     target = tmp_path / "file.txt"
     target.write_text("x")
     proc = run_cli("stylize", contents[0], "-m", small_bundle, "-s", styles[0], "-o", target)
-    _one_line_error(proc, "output directory does not exist")
+    _one_line_error(proc, "is a file")
     proc = run_cli("stylize", contents[0], "-m", small_bundle, "-s", styles[0], "-o", "/proc")
     assert proc.returncode == 1 and "/proc" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("*stylized*"))
@@ -230,3 +233,103 @@ def test_demo_writes_a_contact_sheet_and_a_clip(small_bundle, tmp_path):
     assert sheet is not None and sheet.shape[0] > 5 * 192  # six rows of cells
     human = run_cli("demo", "-m", small_bundle, "--out", tmp_path)
     assert "UNTRAINED" in human.stdout and "ms per image" in human.stdout
+
+
+def test_missing_output_directories_are_created(small_bundle, styles, contents, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for src in contents[:2]:
+        shutil.copy(src, photos)
+    out = tmp_path / "build" / "out"
+    proc = run_cli(
+        "stylize", photos, "-m", small_bundle, "-s", styles[0], "-o", out, "--max-size", "64"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{c.stem}_stylized{c.suffix}" for c in contents[:2]
+    )
+    proc = run_cli("init", "vqvae", "--width", "0.125", "-o", tmp_path / "new" / "dir" / "tiny")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "new" / "dir" / "tiny.safetensors").is_file()
+
+
+def test_one_image_goes_to_the_named_file(small_bundle, styles, contents, tmp_path):
+    target = tmp_path / "sub" / "result.png"
+    proc = run_cli(
+        "stylize",
+        contents[0],
+        "-m",
+        small_bundle,
+        "-s",
+        styles[0],
+        "-o",
+        target,
+        "--max-size",
+        "64",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"wrote: {target}"
+    img = cv2.imread(str(target))
+    assert img is not None and max(img.shape[:2]) == 64
+    proc = run_cli("stylize", *contents[:2], "-m", small_bundle, "-s", styles[0], "-o", target)
+    _one_line_error(proc, "names one image file, but 2 images were given")
+
+
+def _pipe(args: list, data: bytes) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "styleship", *map(str, args)]
+    return subprocess.run(cmd, input=data, capture_output=True, cwd=ROOT, timeout=300)
+
+
+def test_standard_input_to_standard_output(small_bundle, styles, contents, tmp_path):
+    opts = ["-m", small_bundle, "-s", styles[0], "--max-size", "64"]
+    proc = run_cli("stylize", contents[0], *opts, "-o", tmp_path / "ref.png")
+    assert proc.returncode == 0, proc.stderr
+    piped = _pipe(["stylize", "-", *opts, "-o", "-"], contents[0].read_bytes())
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == (tmp_path / "ref.png").read_bytes()  # the image and nothing else
+    jpeg = _pipe(["stylize", "-", *opts, "-o", "-", "--format", "jpg"], contents[0].read_bytes())
+    assert jpeg.stdout[:2] == b"\xff\xd8" and jpeg.stdout.endswith(b"\xff\xd9")
+    empty = _pipe(["stylize", "-", *opts, "-o", "-"], b"")
+    assert empty.returncode == 1 and empty.stdout == b""
+    assert empty.stderr.decode().strip() == "error: standard input is empty"
+
+
+def test_a_style_that_is_no_file_is_one_line(small_bundle, contents, tmp_path):
+    proc = run_cli(
+        "stylize", contents[0], "-m", small_bundle, "-s", "no-such-style", "-o", tmp_path
+    )
+    _one_line_error(proc, "no-such-style")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _png(width: int, height: int, with_pixels: bool) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    data = b"\x89PNG\r\n\x1a\n" + chunk(
+        b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    )
+    if with_pixels:
+        data += chunk(b"IDAT", zlib.compress(b"\0" * (1 + 3 * max(width, 1)) * height))
+    return data + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "width, with_pixels, message",
+    [
+        (0, True, "its header says 0×16 pixels"),  # libpng would print its own two lines
+        (0, False, "its header says 0×16 pixels"),
+        (16, False, "not a readable image"),  # OpenCV's logger would print a WARN line
+    ],
+)
+def test_a_malformed_png_gives_exactly_one_line(
+    small_bundle, styles, tmp_path, width, with_pixels, message
+):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(_png(width, 16, with_pixels))
+    proc = run_cli("stylize", bad, "-m", small_bundle, "-s", styles[0], "-o", tmp_path / "out")
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad} ") and message in lines[0], lines

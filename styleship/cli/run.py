@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import typer
 from rich.progress import TextColumn
 
+from styleship import _atomic
 from styleship.cli._common import JSON_OPT, _kv_table, _print, _weights, app, err, out, progress
 from styleship.errors import InputError
 
@@ -73,11 +75,48 @@ def _stylize_video(
     )
 
 
+def _style_sources(values: list[str] | None) -> list[str | Path]:
+    """-s values: an existing file is a style image; any other text goes to the Stylizer as is.
+
+    Names of styles stored inside a bundle (and id:weight mixes) are the Stylizer's to
+    resolve; a value that is neither is reported there ("no such file") in one line.
+    """
+    return [Path(v) if Path(v).is_file() else v for v in values or []]
+
+
+def _stylize_one(
+    st, source, target: Path | None, fmt: str, styles: list, options: dict, as_json: bool
+) -> None:
+    """One image to one file, or to standard output (`target` None) with nothing else there."""
+    from styleship.runtime import image as im
+
+    result = st.stylize(source, styles=styles, **options)
+    if target is None:
+        sys.stdout.buffer.write(im.encode(result, fmt))
+        sys.stdout.buffer.flush()
+        return
+    if isinstance(source, Path) and target.resolve() == source.resolve():
+        raise InputError(f"output {target} would overwrite an input")
+    im.write_image(target, result)
+    label = "standard input" if isinstance(source, im.Image) else str(source)
+    data = {
+        "backend": st.backend_name,
+        "precision": st.precision,
+        "results": [{"input": label, "output": str(target), "error": None}],
+    }
+    if as_json:
+        _print(data, True)
+    else:
+        out.print(f"wrote: {target}", markup=False, highlight=False)
+
+
 @app.command()
 def stylize(
-    contents: list[str] = typer.Argument(..., help="Content images, directories or globs."),
+    contents: list[str] = typer.Argument(
+        ..., help="Content images, directories or globs; - reads one image from standard input."
+    ),
     model: Path = typer.Option(..., "--model", "-m", help="Bundle directory."),
-    style: list[Path] = typer.Option(
+    style: list[str] = typer.Option(
         None, "--style", "-s", help="Style image; repeat to mix styles (not for wrapped models)."
     ),
     weights: str = typer.Option(None, help="Mixing weights, e.g. 0.7,0.3 (default: equal)."),
@@ -95,7 +134,16 @@ def stylize(
         help="fp32, bf16 (openvino), fp16 (GPU); default: fp32 unless the bundle's parity "
         "record clears a faster one for this backend.",
     ),
-    out_dir: Path = typer.Option(Path("."), "--out", "-o", help="Output directory."),
+    out_path: str = typer.Option(
+        ".",
+        "--out",
+        "-o",
+        help="Output directory (made if missing); for one image also a file name "
+        "(.png, .jpg, ...), or - for standard output.",
+    ),
+    fmt: str = typer.Option(
+        "png", "--format", help="Format of an image written to standard output or from stdin."
+    ),
     suffix: str = typer.Option("_stylized", help="Appended to each output's file name."),
     max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this."),
     tile: str = typer.Option(
@@ -110,33 +158,84 @@ def stylize(
 ) -> None:
     """Stylize images, or one video, with a bundle; bad image files are reported and skipped.
 
-    A single .mp4/.m4v/.mov/.avi/.mkv input is stylized frame by frame into -o
-    (a video file, or a directory); fps and size are kept, audio is not.
+    -o is a directory, created if missing; with one content image it may instead
+    name the output file (by its image extension), or be - to write the image to
+    standard output (as --format, default png). - as the content reads the image
+    from standard input, so styleship can sit in a pipe. A single
+    .mp4/.m4v/.mov/.avi/.mkv input is stylized frame by frame into -o (a video
+    file, or a directory); fps and size are kept, audio is not.
 
     Example: styleship stylize photos/ -m starry.stvae -s starry.jpg -s scream.jpg
     --weights 0.7,0.3 --alpha 0.8 -o out/
 
+    Example: styleship stylize photo.jpg -m starry.stvae -s starry.jpg -o result.jpg
+
+    Example: cat photo.jpg | styleship stylize - -m starry.stvae -s starry.jpg -o - > out.png
+
     Example: styleship stylize clip.mp4 -m starry.stvae -s starry.jpg -o out.mp4 --stability 0.6
     """
-    from styleship.runtime.image import find_images
+    from styleship.runtime import image as im
     from styleship.runtime.stylizer import Stylizer
     from styleship.runtime.video import is_video
 
     mix = _weights(weights)
     tile_side: int | str = "auto" if tile == "auto" else _int(tile, "--tile")
-    video = Path(contents[0]) if len(contents) == 1 and is_video(contents[0]) else None
-    files = [] if video else find_images(contents)
-    bar = progress(as_json)
+    styles = _style_sources(style)
+    to_stdout = out_path == "-"
+    stdin = contents == ["-"]
+    if "-" in contents and not stdin:
+        raise InputError("- (standard input) must be the only content")
+    if to_stdout and as_json:
+        raise typer.BadParameter("--json prints on standard output, where -o - writes the image")
+    fmt = "." + fmt.lower().lstrip(".")
+    if fmt not in im.WRITE_EXTENSIONS:
+        raise InputError(f"--format takes one of {', '.join(e[1:] for e in im.WRITE_EXTENSIONS)}")
+    out_dir = Path(out_path)
+    video = (
+        Path(contents[0]) if len(contents) == 1 and not stdin and is_video(contents[0]) else None
+    )
+    if video and to_stdout:
+        raise InputError("a video cannot go to standard output; give a file or directory")
+    files = [] if video or stdin else im.find_images(contents)
+    names_file = out_dir.suffix.lower() in im.WRITE_EXTENSIONS and not out_dir.is_dir()
+    if names_file and len(files) > 1:
+        raise InputError(
+            f"-o {out_dir} names one image file, but {len(files)} images were given; "
+            "give a directory"
+        )
+    # Decode standard input before loading the bundle: an empty pipe fails fast.
+    source = im.decode(sys.stdin.buffer.read(), "standard input", max_pixels) if stdin else None
+    options = {
+        "weights": mix,
+        "alpha": alpha,
+        "preserve_color": preserve_color,
+        "max_size": max_size,
+        "tile": tile_side,
+        "overlap": overlap,
+    }
     with Stylizer(
         model, backend, precision=precision, style_size=style_size, max_pixels=max_pixels
     ) as st:
         if video:
-            suffix_ext = f"{video.stem}{suffix}{video.suffix.lower()}"
-            dst = out_dir if is_video(out_dir) else out_dir / suffix_ext
-            code = st.mixed_code(style or [], mix)
+            dst = (
+                out_dir
+                if is_video(out_dir)
+                else out_dir / f"{video.stem}{suffix}{video.suffix.lower()}"
+            )
+            _atomic.ensure_dir(dst.parent)
+            code = st.mixed_code(styles, mix)
             return _stylize_video(
                 st, video, dst, code, alpha, preserve_color, stability, batch, as_json
             )
+        if to_stdout or names_file or stdin:
+            target = None if to_stdout else out_dir
+            if stdin and not to_stdout and not names_file:
+                target = _atomic.ensure_dir(out_dir) / f"stdin{suffix}{fmt}"
+            return _stylize_one(
+                st, source if stdin else files[0], target, fmt, styles, options, as_json
+            )
+        _atomic.ensure_dir(out_dir)
+        bar = progress(as_json or len(files) == 1)  # one image: its own line says it all
         with bar:
             task = bar.add_task("stylizing", total=len(files))
             results = st.stylize_files(
@@ -144,13 +243,8 @@ def stylize(
                 out_dir,
                 suffix=suffix,
                 on_done=lambda r: bar.advance(task),
-                styles=style or [],
-                weights=mix,
-                alpha=alpha,
-                preserve_color=preserve_color,
-                max_size=max_size,
-                tile=tile_side,
-                overlap=overlap,
+                styles=styles,
+                **options,
             )
     failed = [r for r in results if r.error]
     data = {
@@ -169,7 +263,8 @@ def stylize(
                 f"{'error' if r.error else 'wrote'}: {r.error or r.output}", markup=False
             )
     if failed:
-        err.print(f"{len(failed)} of {len(results)} images failed")
+        if len(results) > 1:
+            err.print(f"{len(failed)} of {len(results)} images failed")
         raise typer.Exit(1)
 
 
