@@ -24,13 +24,19 @@ DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)
 class Timing:
-    """Warm-up, then at least `min_iterations` and `min_seconds`, at most the maxima."""
+    """Per pass: warm-up, then at least `min_iterations` and `min_seconds`, at most the maxima.
+
+    Each case is measured in `passes` fresh processes, one pass of every case
+    before the next pass of any, so a machine that drifts over the run moves
+    every case alike; a case's p50 is the median of its passes' p50s.
+    """
 
     warmup: int = 2
     min_iterations: int = 5
     max_iterations: int = 100
     min_seconds: float = 1.0
     max_seconds: float = 30.0
+    passes: int = 1
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -39,6 +45,8 @@ class Timing:
                 raise InputError(f"[timing] {name} must be a non-negative number")
         if self.min_iterations < 1 or self.max_iterations < self.min_iterations:
             raise InputError("[timing] needs 1 <= min_iterations <= max_iterations")
+        if not isinstance(self.passes, int) or self.passes < 1:
+            raise InputError("[timing] passes must be a whole number ≥ 1")
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,9 @@ class GatysSpec:
     tf32: bool = False
     # Per size, the largest budget to run (budgets above it are skipped with a reason).
     max_budget: dict[int, int] = field(default_factory=dict)
+    # A standalone run of this many calls at the smallest size, in a process of its own,
+    # checks the suite's Gatys time per call (a gap over 15% is flagged); 0: no check.
+    calibration_calls: int = 10
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class Suite:
     models: dict[str, ModelSpec]
     runs: tuple[RunBlock, ...]
     gatys: GatysSpec
+    text: str = ""  # the suite file as read: recorded with the results, re-parsed by workers
 
     def cases(self) -> list[BenchCase]:
         """Every case of every run block, in order, without duplicates."""
@@ -233,6 +245,7 @@ def parse_suite(text: str, path: Path) -> Suite:
         optimizer=g.get("optimizer", "lbfgs"),
         tf32=bool(g.get("tf32", False)),
         max_budget={int(k): int(v) for k, v in g.get("max_budget", {}).items()},
+        calibration_calls=int(g.get("calibration_calls", 10)),
     )
     for key in ("content", "style"):
         if key not in data:
@@ -250,6 +263,7 @@ def parse_suite(text: str, path: Path) -> Suite:
         models=models,
         runs=tuple(runs),
         gatys=gatys,
+        text=text,
     )
 
 

@@ -68,6 +68,13 @@ def _intro(results: dict) -> list[str]:
     untrained = [m for m, info in results["models"].items() if info.get("untrained")]
     if untrained:
         out.append(f"Models with untrained/seeded weights: {', '.join(untrained)}.\n")
+    method = results.get("method")
+    if method:
+        out.append(
+            f"Method: {method['isolation']}; {method['passes']} pass(es) per case, p50 = "
+            f"{method['p50']}; p99 only from ≥ {method['p99_min_samples']} calls; allocator: "
+            f"{method['allocator'] or 'default'}.\n"
+        )
     return out
 
 
@@ -97,11 +104,11 @@ def _headline(results: dict, budgets: list[int]) -> list[str]:
     ]
 
 
-def _gatys(rows: list[dict]) -> list[str]:
+def _gatys(rows: list[dict], calibration: dict | None) -> list[str]:
     gatys = ok_rows(rows, method="gatys")
     if not gatys:
         return []
-    header = ["size", "calls", "precision", "time", "content loss", "style loss"]
+    header = ["size", "calls", "precision", "time", "ms per call", "content loss", "style loss"]
     header += ["SSIM to content", "peak RSS MiB"]
     table = [
         [
@@ -109,6 +116,7 @@ def _gatys(rows: list[dict]) -> list[str]:
             str(r["budget"]),
             r["precision"],
             fmt(r["p50_ms"] / 1000, "loss") + " s",
+            fmt(r.get("ms_per_call")),
             fmt(r["content_loss"], "loss"),
             fmt(r["style_loss"], "loss"),
             fmt(r["ssim_content"], "ssim"),
@@ -119,12 +127,32 @@ def _gatys(rows: list[dict]) -> list[str]:
     return [
         "\n## Gatys baseline (fixed closure budgets, one run per size)\n\n",
         _table(header, table),
+        *_calibration(calibration),
+    ]
+
+
+def _calibration(c: dict | None) -> list[str]:
+    """The suite's Gatys time per call against a standalone run of the same calls."""
+    if not c:
+        return []
+    if c.get("standalone_ms_per_call") is None:
+        return [f"\nCalibration run failed: {c.get('reason')}\n"]
+    verdict = (
+        "**FLAGGED: over 15% apart; the Gatys ratios of this run are suspect.**"
+        if c["flagged"]
+        else "within 15%."
+    )
+    return [
+        f"\nCalibration: a standalone run of {c['calls']} calls at {c['size']}² took "
+        f"{fmt(c['standalone_ms_per_call'])} ms per call; the suite's run "
+        f"{fmt(c['suite_ms_per_call'])} ms per call over the same first {c['calls']} calls "
+        f"({fmt(c['gap'], 'pct')}): {verdict}\n"
     ]
 
 
 def _latency(rows: list[dict]) -> list[str]:
     header = [*CASE, "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "images/s", "n"]
-    header += ["first run ms", "peak RSS MiB"]
+    header += ["passes", "first run ms", "peak RSS MiB", "RSS growth MiB", "faults/call"]
     table = [
         [
             *_case(r),
@@ -135,8 +163,11 @@ def _latency(rows: list[dict]) -> list[str]:
             f"{fmt(r['mean_ms'])} ± {fmt(r['std_ms'])}",
             fmt(r["images_per_s"]),
             str(r["iterations"]),
+            str(r.get("passes", 1)),
             fmt(r["load_ms"] + r["first_call_ms"]),
             fmt(r["peak_rss_mib"]),
+            fmt(r.get("rss_growth_mib")),
+            fmt(r.get("faults_per_call")),
         ]
         for r in ok_rows(rows, view="compute")
         if r["method"] != "gatys"
@@ -158,9 +189,10 @@ def _end_to_end(rows: list[dict]) -> list[str]:
                 fmt(comp["p50_ms"]) if comp else "-",
                 fmt(r["p50_ms"]),
                 fmt(r["p50_ms"] / comp["p50_ms"] - 1, "pct") if comp else "-",
+                fmt(r.get("faults_per_call")),
             ]
         )
-    header = [*CASE, "compute p50 ms", "end-to-end p50 ms", "overhead"]
+    header = [*CASE, "compute p50 ms", "end-to-end p50 ms", "overhead", "faults/call"]
     return [
         "\n## End to end (JPEG bytes → decode → infer → encode), batch 1\n\n",
         _table(header, table),
@@ -248,7 +280,9 @@ def render_markdown(results: dict) -> str:
     rows = results["rows"]
     out = _intro(results)
     out += _headline(results, budgets_of(rows))
-    out += _gatys(rows) + _latency(rows) + _end_to_end(rows) + _tiles(rows)
+    out += (
+        _gatys(rows, results.get("calibration")) + _latency(rows) + _end_to_end(rows) + _tiles(rows)
+    )
     out += _quality(rows) + _skipped(rows)
     out.append("\nPlots: " + ", ".join(f"[{p}]({p})" for p in PLOTS) + "\n")
     return "".join(out)

@@ -13,6 +13,24 @@ def _label(r: dict) -> str:
     return f"{r['model']} {r['backend']} {r['precision']}"
 
 
+def _log_or_note(ax, values: list[float], *axes: str) -> None:
+    """Log-scale `axes` when there is a positive value to draw; otherwise say on the plot
+    that this run has nothing for it (matplotlib refuses a log axis with no positive data)."""
+    if any(v > 0 for v in values):
+        for axis in axes:
+            getattr(ax, f"set_{axis}scale")("log")
+        return
+    ax.text(
+        0.5,
+        0.5,
+        "nothing to show in this run",
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+        color="grey",
+    )
+
+
 def write_plots(results: dict, out_dir: Path) -> list[Path]:
     """The four PNGs; each is written atomically (rendered to bytes first)."""
     import matplotlib
@@ -39,15 +57,19 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
     for label, pts in sorted(series.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    drawn = [p[1] for pts in series.values() for p in pts]
     for b in budgets_of(rows):
         pts = sorted((r["size"], r["p50_ms"]) for r in ok_rows(rows, method="gatys", budget=b))
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "k--", marker="x", alpha=0.6)
+        drawn += [p[1] for p in pts]
         if pts:
             ax.annotate(f"Gatys-{b}", pts[-1], fontsize=8)
-    ax.set(xlabel="image side (px)", ylabel="p50 latency (ms, log)", yscale="log")
+    ax.set(xlabel="image side (px)", ylabel="p50 latency (ms, log)")
+    _log_or_note(ax, drawn, "y")
     ax.set_title("Latency vs size (batch 1, style cached)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
     save(fig, PLOTS[0])
 
     # 2. throughput vs batch, per size with more than one batch
@@ -73,6 +95,7 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
     summary = results["summary"]
     budgets = budgets_of(rows)
     width = 0.8 / max(1, len(budgets))
+    bars: list[float] = []
     for i, b in enumerate(budgets):
         xs, ys = [], []
         for j, s in enumerate(summary):
@@ -80,30 +103,35 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
                 xs.append(j + i * width)
                 ys.append(s["speedup_vs_gatys"][str(b)])
         ax.bar(xs, ys, width, label=f"vs Gatys-{b}")
+        bars += ys
     ax.set_xticks(
         [j + width * (len(budgets) - 1) / 2 for j in range(len(summary))],
         [f"{s['model']}\n{s['size']}²\n{s['best_backend']}" for s in summary],
         fontsize=7,
     )
-    ax.set(yscale="log", ylabel="speedup (×, log)", title="Feed-forward speedup over Gatys")
+    ax.set(ylabel="speedup (×, log)", title="Feed-forward speedup over Gatys")
+    _log_or_note(ax, bars, "y")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    if budgets:
+    if bars:
         ax.legend(fontsize=8)
     save(fig, PLOTS[2])
 
     # 4. quality vs speed: PSNR vs fp32 of reduced precisions; SSIM to content incl. Gatys
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    reduced: list[float] = []
     for r in ff:
         if r["precision"] != "fp32" and r.get("psnr_vs_fp32_db") is not None:
             x, y = r["p50_ms"] / r["batch"], r["psnr_vs_fp32_db"]
             a1.scatter(x, y, s=18)
+            reduced.append(x)
             a1.annotate(
                 f"{r['model']} {r['backend']} {r['precision']} {r['size']}² {r['style']}",
                 (x, y),
                 fontsize=6,
             )
     a1.axhline(40, color="grey", ls=":", lw=1)
-    a1.set(xscale="log", xlabel="ms per image (log)", ylabel="PSNR vs fp32 (dB)")
+    a1.set(xlabel="ms per image (log)", ylabel="PSNR vs fp32 (dB)")
+    _log_or_note(a1, reduced, "x")
     a1.set_title("Reduced precision: quality vs speed (dotted: 40 dB)", fontsize=9)
     groups: dict[str, list] = {}
     for r in ff + ok_rows(rows, method="gatys"):
@@ -112,7 +140,8 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
     for model, pts in sorted(groups.items()):
         marker = "x" if model == "gatys" else "o"
         a2.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, s=18, label=model)
-    a2.set(xscale="log", xlabel="ms per image (log)", ylabel="SSIM to content")
+    a2.set(xlabel="ms per image (log)", ylabel="SSIM to content")
+    _log_or_note(a2, [p[0] for pts in groups.values() for p in pts], "x")
     a2.set_title("Structure kept vs time (all sizes, batch 1)", fontsize=9)
     if groups:
         a2.legend(fontsize=7)

@@ -19,6 +19,8 @@ from styleship.errors import InputError
 
 __all__ = ["compare", "fmt", "load_results", "render_csv", "render_markdown", "write_reports"]
 
+FORMAT, FORMAT_VERSION = "styleship-bench", 1
+
 CSV_FIELDS = (
     "method",
     "model",
@@ -41,6 +43,9 @@ CSV_FIELDS = (
     "load_ms",
     "first_call_ms",
     "peak_rss_mib",
+    "rss_growth_mib",
+    "faults_per_call",
+    "ms_per_call",
     "peak_device_mib",
     "ssim_content",
     "content_loss",
@@ -83,8 +88,6 @@ def load_results(path: str | Path) -> dict:
         path = path / "results.json"
     if not path.is_file():
         raise InputError(f"no benchmark results at {path}")
-    from styleship.bench.suite import FORMAT, FORMAT_VERSION
-
     return read_versioned(path, FORMAT, FORMAT_VERSION, "benchmark results")
 
 

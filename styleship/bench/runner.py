@@ -1,4 +1,9 @@
-"""Measure one case of a suite, and the Gatys baseline at one size.
+"""Schedule the suite's measurements into worker processes and turn what they return into rows.
+
+Every measurement runs in a fresh process (`bench/worker.py`), so no case
+pays for what another left behind. The parent prepares what the workers
+read (bundles, style codes), keeps the outputs they save, and scores
+quality after all timing is done, so nothing of its own runs beside them.
 
 A case that cannot run here (engine not installed, no GPU, precision the
 engine lacks) becomes a `skipped` row with the reason; one that breaks
@@ -7,31 +12,31 @@ becomes a `failed` row with the error, so the suite always finishes.
 
 from __future__ import annotations
 
-import gc
-import time
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from styleship import __version__
 from styleship._hashing import sha256_json
 from styleship.bench.config import BenchCase, RunBlock, Suite
+from styleship.bench.images import SuiteImages
 from styleship.bench.metrics import LossScorer, quality
-from styleship.bench.timing import PeakMemory, measure
+from styleship.bench.timing import Stats
+from styleship.bench.worker import first_line
 from styleship.errors import BackendUnavailable, StyleshipError
 from styleship.runtime import image as im
 from styleship.runtime.backends import available_backends, create_backend, default_device
 from styleship.runtime.bundle import Bundle
 
-STYLE_SIZE = 512  # the long side style codes are computed at (as the Stylizer does)
 Log = Callable[[str], None]
-
-
-def _square(rgb: np.ndarray, size: int) -> np.ndarray:
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+P99_MIN_SAMPLES = 100  # below this many calls a "p99" is only the slowest call
 
 
 def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bundle:
@@ -66,38 +71,30 @@ def _device(backend: str, suite: Suite) -> str:
     return default_device(backend)
 
 
-class _Images:
-    """The suite's content and style photos at each size, and encoded bytes for end to end."""
-
-    def __init__(self, suite: Suite) -> None:
-        self.content = im.read_image(suite.content).rgb
-        self.style = im.read_image(suite.style).rgb
-        self.style_code_input = im.resize_max_side(self.style, STYLE_SIZE)
-
-    def content_at(self, size: int) -> np.ndarray:
-        return _square(self.content, size)
-
-    def style_at(self, size: int) -> np.ndarray:
-        return _square(self.style, size)
-
-    def content_jpeg(self, size: int) -> bytes:
-        return im.encode(im.Image(self.content_at(size)), ".jpg")
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
 
 
 class Runner:
     def __init__(self, suite: Suite, work_dir: Path, log: Log) -> None:
         self.suite = suite
-        self.work_dir = work_dir
+        self.work_dir = Path(work_dir)
         self.log = log
-        self.images = _Images(suite)
+        self.images = SuiteImages(suite)
         self.bundles: dict[str, Bundle] = {}
-        self.codes: dict[str, dict[str, np.ndarray]] = {}
-        self.refs: dict[
-            tuple, tuple[str, np.ndarray]
-        ] = {}  # (model, size, style, backend|*) -> out
+        self.codes: dict[str, Path | None] = {}
+        self.refs: dict[tuple, tuple[str, np.ndarray]] = {}  # (model, size, style, backend|*)
         self.status = available_backends()
+        self.passes: dict[tuple, list[dict]] = {}
+        self.gatys_marks: dict[int, dict[int, float]] = {}  # size -> calls -> seconds
+        self.allocator: str | None = None
+        self._calibration: dict | None = None
         self._scorer: LossScorer | None = None
         self._scorer_size: int | None = None
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        # Jobs, results, outputs and a torch.compile cache that is cold at the start of the run.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_dir))
 
     # -- shared pieces -------------------------------------------------------
     def bundle(self, model_id: str) -> Bundle:
@@ -114,106 +111,150 @@ class Runner:
             self._scorer_size = size
         return self._scorer
 
-    def style_code(self, model_id: str) -> dict[str, np.ndarray]:
-        """The style image's code (batch 1), by ONNX Runtime CPU fp32: the cached input."""
-        if model_id not in self.codes and not self.bundle(model_id).has_style_input:
-            self.codes[model_id] = {}  # a wrapped model: the style is in its weights
+    def style_code(self, model_id: str) -> Path | None:
+        """The style image's code (batch 1, ONNX Runtime CPU fp32) in a file: the cached input."""
         if model_id not in self.codes:
-            with create_backend("ort-cpu") as enc:
-                bundle = self.bundle(model_id)
-                enc.load(bundle, "style_encoder")
-                rgb = im.pad_to_multiple(self.images.style_code_input)
-                self.codes[model_id] = enc.run({"style": im.to_nchw(rgb)})
+            bundle = self.bundle(model_id)
+            path = None
+            if bundle.has_style_input:  # else a wrapped model: the style is in its weights
+                with create_backend("ort-cpu") as enc:
+                    enc.load(bundle, "style_encoder")
+                    rgb = im.pad_to_multiple(self.images.style_code_input)
+                    code = enc.run({"style": im.to_nchw(rgb)})
+                path = self.run_dir / f"code-{model_id}.npz"
+                np.savez(path, **code)
+            self.codes[model_id] = path
         return self.codes[model_id]
 
-    def feeds(self, case: BenchCase, backend) -> dict[str, np.ndarray]:
-        content = np.repeat(im.to_nchw(self.images.content_at(case.size)), case.batch, axis=0)
-        values = {
-            "content": content,
-            "style": np.repeat(im.to_nchw(self.images.style_at(case.size)), case.batch, axis=0),
-            "strength": np.ones(case.batch, dtype=np.float32),
-        }
-        if case.style == "cached":
-            for name, arr in self.style_code(case.model).items():
-                values[name] = np.repeat(arr, case.batch, axis=0)
-        return {name: values[spec.value_key] for name, spec in backend.inputs().items()}
+    def _spawn(self, job: dict, name: str) -> dict:
+        """Run one job in a fresh interpreter with this process's environment."""
+        job = job | {"suite_text": self.suite.text, "suite_path": str(self.suite.path)}
+        job_file = self.run_dir / f"{name}.job.json"
+        result_file = self.run_dir / f"{name}.result.json"
+        job_file.write_text(json.dumps(job))
+        env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": str(self.run_dir / "inductor")}
+        proc = subprocess.run(
+            [sys.executable, "-m", "styleship.bench.worker", str(job_file), str(result_file)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0 or not result_file.is_file():
+            how = f"signal {-proc.returncode}" if proc.returncode < 0 else proc.returncode
+            return {
+                "status": "failed",
+                "reason": f"worker exited with {how}: {_last_line(proc.stderr)}",
+            }
+        result = json.loads(result_file.read_text())
+        self.allocator = result.get("allocator", self.allocator)
+        return result
 
     # -- one case --------------------------------------------------------------
-    def run_case(self, case: BenchCase, block: RunBlock) -> list[dict]:
-        base = {**asdict(case), "method": None, "view": "compute", "budget": None}
+    def _base(self, case: BenchCase) -> dict:
+        method = self.bundles[case.model].family if case.model in self.bundles else None
+        return {**asdict(case), "method": method, "view": "compute", "budget": None}
+
+    def measure_pass(self, case: BenchCase, block: RunBlock, index: int) -> None:
+        """One pass of one case in a fresh process. Cases that did not run in pass 0, and
+        tiled cases (long, and compared within their own process), get no further pass."""
+        done = self.passes.setdefault(case.key, [])
+        if index and (not done or done[0]["status"] != "ok" or block.tiles):
+            return
         reason = self.status.get(case.backend)
         if reason:
-            return [base | {"status": "skipped", "reason": reason}]
+            done.append({"status": "skipped", "reason": reason})
+            return
         try:
             bundle = self.bundle(case.model)
-            base["method"] = bundle.family
             if case.style == "uncached" and "fused" not in bundle.graphs:
-                reason = "this model has its style built in (no style encoder)"
-                return [base | {"status": "skipped", "reason": reason}]
-            if block.tiles:
-                return self._tiled(case, block, bundle, base)
-            return self._measure(case, block, bundle, base)
+                done.append(
+                    {
+                        "status": "skipped",
+                        "reason": "this model has its style built in (no style encoder)",
+                    }
+                )
+                return
+            if case.backend == "tensorrt" and index == 0:
+                self._engines(case, block, bundle)
+            code = self.style_code(case.model) if case.style == "cached" else None
         except BackendUnavailable as exc:
-            return [base | {"status": "skipped", "reason": str(exc)}]
+            done.append({"status": "skipped", "reason": first_line(exc)})
+            return
         except (StyleshipError, RuntimeError, MemoryError, ValueError) as exc:
-            first = (
-                str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            )
-            return [base | {"status": "failed", "reason": first}]
-        finally:
-            gc.collect()
+            done.append({"status": "failed", "reason": first_line(exc)})
+            return
+        job = {
+            "kind": "tiled" if block.tiles else "case",
+            "case": asdict(case),
+            "bundle": str(bundle.path),
+            "device": _device(case.backend, self.suite),
+            "code": str(code) if code else None,
+            "tiles": list(block.tiles),
+            "end_to_end": block.end_to_end and case.batch == 1 and case.style == "cached",
+        }
+        name = "-".join(map(str, case.key)) + f"-p{index}"
+        if index == 0 and block.quality and not block.tiles:
+            job["output"] = str(self.run_dir / f"{name}.npy")
+        done.append(self._spawn(job, name) | {"output": job.get("output")})
 
-    def _measure(self, case: BenchCase, block: RunBlock, bundle: Bundle, base: dict) -> list[dict]:
-        graph = "stylizer" if case.style == "cached" else "fused"
-        device = _device(case.backend, self.suite)
-        torch_cuda = case.backend.startswith("torch") and device.startswith("cuda")
-        if torch_cuda:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-        if case.backend == "tensorrt":
-            self._engines(case, block, bundle)
-        with PeakMemory() as mem:
-            t0 = time.perf_counter()
-            backend = create_backend(case.backend)
-            backend.load(bundle, graph, device, case.precision)
-            load_ms = (time.perf_counter() - t0) * 1000
-            try:
-                feeds = self.feeds(case, backend)
-                t0 = time.perf_counter()
-                fn = backend.compute_fn(feeds)  # runs once: the first call
-                first_ms = (time.perf_counter() - t0) * 1000
-                stats = measure(fn, self.suite.timing)
-                out = None
-                if block.quality:
-                    image_name = bundle.graph(graph).image_output
-                    out = backend.run(feeds)[image_name][0].transpose(1, 2, 0)
-                info = backend.info()
-            finally:
-                backend.close()
-        row = base | {
+    def case_rows(self, case: BenchCase, block: RunBlock) -> list[dict]:
+        """The rows of a measured case: every pass pooled (p50: median of the passes' p50s)."""
+        base = self._base(case)
+        results = self.passes.get(case.key, [])
+        ok = [r for r in results if r["status"] == "ok"]
+        if not ok or results[0]["status"] != "ok":
+            first = results[0] if results else {"status": "failed", "reason": "not measured"}
+            return [base | {"status": first["status"], "reason": first["reason"]}]
+        if block.tiles:
+            return [base | {"status": "ok", "reason": None} | row for row in ok[0]["rows"]]
+        first = ok[0]
+        shared = {
             "status": "ok",
             "reason": None,
-            **stats.to_dict(),
-            "images_per_s": stats.images_per_s(case.batch),
-            "load_ms": load_ms,
-            "first_call_ms": first_ms,
-            "peak_rss_mib": mem.peak_mib,
-            "peak_device_mib": None,
-            "engine": info.engine_version,
-            "device": info.device,
-            "details": info.details,
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
+            "rss_growth_mib": max(r["rss_growth_mib"] for r in ok),
+            "failed_passes": len(results) - len(ok),
         }
-        if torch_cuda:
-            import torch
-
-            row["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2**20
-        if out is not None:
-            row |= self._quality(case, np.ascontiguousarray(out))
-        rows = [row]
-        if block.end_to_end and case.batch == 1 and case.style == "cached":
-            rows.append(self._end_to_end(case, bundle, device, base))
+        rows = []
+        for view in first["samples"]:
+            stats = Stats.from_passes([r["samples"][view]["ms"] for r in ok], P99_MIN_SAMPLES)
+            faults = [f for r in ok for f in r["samples"][view]["faults"]]
+            row = (
+                base
+                | shared
+                | {"view": view}
+                | stats.to_dict()
+                | {
+                    "images_per_s": stats.images_per_s(case.batch if view == "compute" else 1),
+                    "faults_per_call": float(np.mean(faults)),
+                }
+            )
+            if view == "compute":
+                row |= {
+                    "load_ms": first["load_ms"],
+                    "first_call_ms": first["first_call_ms"],
+                    "peak_device_mib": first.get("peak_device_mib"),
+                    "engine": first["engine"],
+                    "device": first["device"],
+                    "details": first["details"] | self._compile_note(case),
+                }
+                if first.get("output"):
+                    out = np.load(first["output"])
+                    row |= self._quality(case, out)
+            rows.append(row)
         return rows
+
+    @staticmethod
+    def _compile_note(case: BenchCase) -> dict:
+        if case.backend != "torch-compile":
+            return {}
+        return {"compile_cache": "cold in pass 1 (first_call_ms), warm in later passes"}
+
+    def run_case(self, case: BenchCase, block: RunBlock) -> list[dict]:
+        """Every pass of one case, then its rows (the suite interleaves passes instead)."""
+        for index in range(self.suite.timing.passes):
+            self.measure_pass(case, block, index)
+        return self.case_rows(case, block)
 
     def _engines(self, case: BenchCase, block: RunBlock, bundle: Bundle) -> None:
         """Build (or find up to date) the engines this block needs; build time stays out of
@@ -246,98 +287,52 @@ class Runner:
         q = quality(out, self.images.content_at(case.size), self.scorer(case.size), ref)
         return q | {"psnr_reference": ref_name}
 
-    def _end_to_end(self, case: BenchCase, bundle: Bundle, device: str, base: dict) -> dict:
-        """File bytes in, encoded JPEG bytes out, through the production Stylizer."""
-        from styleship.runtime.stylizer import Stylizer
+    # -- the baseline ----------------------------------------------------------
+    def _gatys_job(self, size: int, marks: list[int], name: str) -> dict:
+        device = "cuda:0" if self.suite.device == "cuda" else "cpu"
+        return self._spawn({"kind": "gatys", "size": size, "marks": marks, "device": device}, name)
 
-        content = self.images.content_jpeg(case.size)
-        style = im.encode(im.Image(self.images.style), ".png")
-        with Stylizer(
-            bundle, case.backend, device, case.precision, STYLE_SIZE, cache_dir=None
-        ) as st:
+    def calibrate(self) -> None:
+        """A short standalone Gatys run at the smallest size (like `styleship gatys` alone)."""
+        g = self.suite.gatys
+        if g.calibration_calls and g.sizes:
+            size = min(g.sizes)
+            result = self._gatys_job(size, [g.calibration_calls], "gatys-calibration")
+            self._calibration = {"size": size, "calls": g.calibration_calls} | (
+                {"seconds": result["checkpoints"][0]["seconds"]}
+                if result["status"] == "ok"
+                else {"reason": result["reason"]}
+            )
 
-            def call() -> bytes:
-                return im.encode(st.stylize(content, style), ".jpg")
-
-            call()  # style code now cached in memory: the cached view
-            with PeakMemory() as mem:
-                stats = measure(call, self.suite.timing)
-        return base | {
-            "view": "end-to-end",
-            "status": "ok",
-            "reason": None,
-            **stats.to_dict(),
-            "images_per_s": stats.images_per_s(1),
-            "peak_rss_mib": mem.peak_mib,
+    def calibration(self) -> dict | None:
+        """The standalone run against the suite's own Gatys at the same calls and size."""
+        c = self._calibration
+        if c is None or "seconds" not in c:
+            return c
+        alone = c["seconds"] * 1000 / c["calls"]
+        seconds = self.gatys_marks.get(c["size"], {}).get(c["calls"])
+        suite_ms = seconds * 1000 / c["calls"] if seconds else None
+        gap = suite_ms / alone - 1 if suite_ms else None
+        return {
+            "size": c["size"],
+            "calls": c["calls"],
+            "standalone_ms_per_call": alone,
+            "suite_ms_per_call": suite_ms,
+            "gap": gap,
+            "flagged": gap is not None and abs(gap) > 0.15,
         }
 
-    def _tiled(self, case: BenchCase, block: RunBlock, bundle: Bundle, base: dict) -> list[dict]:
-        """End to end on a size² photo, in tiles (overlap tiling.DEFAULT_OVERLAP) and untiled
-        (tile 0); each tiled output is compared with the untiled one when the block has it."""
-        from styleship.runtime import tiling
-        from styleship.runtime.stylizer import Stylizer
-
-        content = im.Image(self.images.content_at(case.size))
-        style = im.encode(im.Image(self.images.style), ".png")
-        device = _device(case.backend, self.suite)
-        rows: list[dict] = []
-        images: dict[int, np.ndarray] = {}
-        with Stylizer(
-            bundle, case.backend, device, case.precision, STYLE_SIZE, cache_dir=None
-        ) as st:
-            st.style_code(style)
-            # Untiled last: engine arenas keep their high-water mark, and peak RSS is read
-            # per row, so the big untiled run must not come before the tiled ones.
-            for tile in sorted(block.tiles, key=lambda t: (t == 0, t)):
-                self.log(f"{case.model} {case.backend} {case.size}² tile {tile or 'none'}")
-                outputs = []
-
-                def call(tile: int = tile, outputs: list = outputs) -> None:
-                    out = st.stylize(content, style, tile=tile or None)
-                    if not outputs:
-                        outputs.append(out.rgb)
-
-                with PeakMemory() as mem:
-                    stats = measure(call, self.suite.timing)
-                row = base | {
-                    "view": "tiled" if tile else "untiled",
-                    "status": "ok",
-                    "reason": None,
-                    "tile": tile or None,
-                    "overlap": tiling.DEFAULT_OVERLAP if tile else None,
-                    **stats.to_dict(),
-                    "images_per_s": stats.images_per_s(1),
-                    "peak_rss_mib": mem.peak_mib,
-                }
-                rows.append(row)
-                images[tile] = outputs[0]
-        reference = images.get(0)
-        for row in rows:
-            if row["tile"] and reference is not None:
-                err = np.abs(images[row["tile"]] - reference)
-                mse = float(np.mean(err**2))
-                row |= {
-                    "tile_mean_abs": float(err.mean()),
-                    "tile_max_abs": float(err.max()),
-                    "psnr_vs_untiled_db": 10 * np.log10(1 / mse) if mse else None,
-                }
-        return rows
-
-    # -- the baseline ----------------------------------------------------------
     def run_gatys(self, size: int) -> list[dict]:
-        from styleship.models.gatys import Gatys, GatysConfig
-
         g = self.suite.gatys
         cap = g.max_budget.get(size)
         budgets = sorted(g.budgets)
         kept = [b for b in budgets if cap is None or b <= cap]
         device = "cuda:0" if self.suite.device == "cuda" else "cpu"
-        precision = "tf32" if g.tf32 and device != "cpu" else "fp32"
         base = {
             "model": "gatys",
             "method": "gatys",
             "backend": "torch",
-            "precision": precision,
+            "precision": "tf32" if g.tf32 and device != "cpu" else "fp32",
             "size": size,
             "batch": 1,
             "style": "uncached",
@@ -355,13 +350,15 @@ class Runner:
         ]
         if not kept:
             return rows
-        lr = 1.0 if g.optimizer == "lbfgs" else 0.02
-        config = GatysConfig(optimizer=g.optimizer, lr=lr, seed=self.suite.seed)
-        baseline = Gatys(config, self.suite.vgg, device, g.tf32)
-        content, style = self.images.content_at(size), self.images.style_at(size)
-        with PeakMemory() as mem:
-            result = baseline.run(content, style, kept[-1], kept, snapshots=True)
-        for mark in result.checkpoints:
+        calibration = {g.calibration_calls} if size == min(g.sizes) else set()
+        marks = sorted(m for m in set(kept) | calibration if 0 < m <= kept[-1])
+        result = self._gatys_job(size, marks, f"gatys-{size}")
+        if result["status"] != "ok":
+            return rows + [base | {"budget": b} | result for b in kept]
+        self.gatys_marks[size] = {m["calls"]: m["seconds"] for m in result["checkpoints"]}
+        for mark in result["checkpoints"]:
+            if mark["calls"] not in kept:
+                continue
             ms = mark["seconds"] * 1000
             rows.append(
                 base
@@ -372,15 +369,16 @@ class Runner:
                     "iterations": 1,
                     "p50_ms": ms,
                     "mean_ms": ms,
+                    "ms_per_call": ms / mark["calls"],
                     "images_per_s": 1000 / ms,
-                    "load_ms": result.setup_seconds * 1000,
-                    "peak_rss_mib": mem.peak_mib,
+                    "load_ms": result["setup_seconds"] * 1000,
+                    "peak_rss_mib": result["peak_rss_mib"],
+                    "rss_growth_mib": result["rss_growth_mib"],
                     "content_loss": mark["content_loss"],
                     "style_loss": mark["style_loss"],
-                    "ssim_content": quality(result.snapshots[mark["calls"]], content, None, None)[
-                        "ssim_content"
-                    ],
-                    "details": {"optimizer": g.optimizer, "tf32": g.tf32},
+                    "ssim_content": mark["ssim_content"],
+                    "details": {"optimizer": g.optimizer, "tf32": g.tf32}
+                    | {"threads": result["threads"]},
                 }
             )
         return sorted(rows, key=lambda r: r["budget"])

@@ -1,4 +1,4 @@
-"""Run a suite: the Gatys baseline, every case of its matrix, then the reports.
+"""Run a suite: the Gatys baseline, every case of its matrix in passes, then the reports.
 
 `results.json` is the single source every report is rendered from.
 """
@@ -12,12 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from styleship import _atomic
+from styleship.bench import report
 from styleship.bench.config import Suite
 from styleship.bench.env import environment
-from styleship.bench.runner import Log, Runner
+from styleship.bench.runner import P99_MIN_SAMPLES, Log, Runner
 from styleship.errors import BackendUnavailable, InputError
-
-FORMAT, FORMAT_VERSION = "styleship-bench", 1
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -98,9 +97,12 @@ def run_suite(
     on_step: Callable[[str], None] = lambda label: None,
     log: Log = lambda msg: None,
 ) -> dict:
-    """Run everything, write results.json and the reports into `out_dir`; return the results."""
-    from styleship.bench import report
+    """Run everything, write results.json and the reports into `out_dir`; return the results.
 
+    Order: a standalone Gatys calibration, the Gatys runs, then pass 1 of every
+    case, pass 2 of every case, ...; each in a process of its own. Quality is
+    scored at the end, once nothing is being timed.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out must be a directory: {out_dir}")
@@ -111,27 +113,43 @@ def run_suite(
     env = environment()  # before measuring: the commit and versions that were measured
     runner = Runner(suite, work_dir, log)
     rows: list[dict] = []
+    on_step("gatys calibration")
+    runner.calibrate()
     for size in suite.gatys.sizes:
         on_step(f"gatys {size}²")
         rows += runner.run_gatys(size)
-    for case in suite.cases():
-        on_step(f"{case.model} {case.backend} {case.precision} {case.size}² b{case.batch}")
-        rows += runner.run_case(case, suite.block_of(case))
+    cases = suite.cases()
+    for index in range(suite.timing.passes):
+        for case in cases:
+            label = f"{case.model} {case.backend} {case.precision} {case.size}² b{case.batch}"
+            on_step(f"{label} (pass {index + 1}/{suite.timing.passes})")
+            runner.measure_pass(case, suite.block_of(case), index)
+    on_step("scoring quality")
+    for case in cases:
+        rows += runner.case_rows(case, suite.block_of(case))
     add_speedups(rows)
     results = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format": report.FORMAT,
+        "format_version": report.FORMAT_VERSION,
         "suite": {
             "name": suite.name,
             "description": suite.description,
             "file": suite.path.name,
-            "config": suite.path.read_text(),
+            "config": suite.text,
             "device": suite.device,
             "timing": asdict(suite.timing),
             "content": suite.content.name,
             "style": suite.style.name,
         },
         "environment": env,
+        "method": {
+            "isolation": "each Gatys run and each pass of each case in a fresh process",
+            "passes": suite.timing.passes,
+            "p50": "median of the passes' p50s",
+            "p99_min_samples": P99_MIN_SAMPLES,
+            "allocator": runner.allocator,
+        },
+        "calibration": runner.calibration(),
         "vgg": runner._scorer.provenance if runner._scorer else {"source": suite.vgg},
         "models": {
             mid: {
@@ -163,4 +181,5 @@ def require_device(suite: Suite) -> None:
 
 
 def count_steps(suite: Suite) -> int:
-    return len(suite.gatys.sizes) + len(suite.cases())
+    """Progress steps: calibration, Gatys sizes, every pass of every case, scoring."""
+    return 2 + len(suite.gatys.sizes) + suite.timing.passes * len(suite.cases())

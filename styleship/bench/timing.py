@@ -1,8 +1,10 @@
-"""Timing and memory: warm-up apart, per-call samples, percentiles, peak RSS.
+"""Timing and memory: warm-up apart, per-call samples, percentiles, peak RSS, page faults.
 
 Each call is timed on its own (`perf_counter` around a call that returns
 only once the work is done: GPU backends synchronise inside the call), so
 p90/p99 are real percentiles of calls, not of averaged windows (deploy.md §4).
+Several functions can be measured alternately (`measure_calls`), so that a
+drifting machine moves them together instead of skewing whichever ran last.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +35,16 @@ class Stats:
     std_ms: float
     min_ms: float
     max_ms: float
+    passes: int = 1
+    pass_p50_ms: tuple[float, ...] = ()
 
     @classmethod
-    def from_samples(cls, samples_ms: list[float] | np.ndarray) -> Stats:
-        """Percentiles by linear interpolation between order statistics (numpy's default)."""
+    def from_samples(cls, samples_ms: list[float] | np.ndarray, p99_min_samples: int = 1) -> Stats:
+        """Percentiles by linear interpolation between order statistics (numpy's default).
+
+        p99 is None below `p99_min_samples` samples: from ten calls it would
+        only be the maximum under another name.
+        """
         x = np.asarray(samples_ms, dtype=np.float64)
         if x.size == 0 or not np.isfinite(x).all():
             raise ValueError("need at least one finite sample")
@@ -44,12 +53,22 @@ class Stats:
             iterations=int(x.size),
             p50_ms=float(p50),
             p90_ms=float(p90),
-            p99_ms=float(p99),
+            p99_ms=float(p99) if x.size >= p99_min_samples else None,
             mean_ms=float(x.mean()),
             std_ms=float(x.std(ddof=1)) if x.size > 1 else 0.0,
             min_ms=float(x.min()),
             max_ms=float(x.max()),
         )
+
+    @classmethod
+    def from_passes(cls, passes_ms: list[list[float]], p99_min_samples: int = 100) -> Stats:
+        """Several passes of the same case: p50 is the median of the passes' p50s (a pass
+        that met a slow spell of the machine moves it least); the rest come from all
+        samples pooled."""
+        passes_ms = [p for p in passes_ms if len(p)]
+        pooled = cls.from_samples([x for p in passes_ms for x in p], p99_min_samples)
+        p50s = tuple(float(np.median(p)) for p in passes_ms)
+        return replace(pooled, p50_ms=float(np.median(p50s)), passes=len(p50s), pass_p50_ms=p50s)
 
     def images_per_s(self, batch: int) -> float:
         """Throughput at the median: batch images per median call."""
@@ -59,27 +78,52 @@ class Stats:
         return asdict(self)
 
 
-def measure(fn: Callable[[], object], timing: Timing) -> Stats:
-    """Warm up, then time single calls until both minimum count and time are met.
+@dataclass
+class Samples:
+    """One function's timed calls: milliseconds and page faults (minor + major) per call."""
 
-    Stops at `max_iterations`, or at `max_seconds` once `min_iterations` ran
-    (at least one call always runs, however slow).
+    ms: list[float]
+    faults: list[int]
+
+    @property
+    def faults_per_call(self) -> float:
+        return float(np.mean(self.faults)) if self.faults else 0.0
+
+
+def _faults() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt + usage.ru_majflt
+
+
+def measure_calls(fns: dict[str, Callable[[], object]], timing: Timing) -> dict[str, Samples]:
+    """Warm up each function, then call them in turn, timing every call on its own.
+
+    Stops when every function has `min_iterations` calls and `min_seconds`
+    have passed, at `max_iterations` calls each, or at `max_seconds` (each
+    function always gets at least one timed call, however slow). Alternating
+    keeps a machine whose speed drifts from favouring one view over another.
     """
     for _ in range(timing.warmup):
-        fn()
-    samples: list[float] = []
+        for fn in fns.values():
+            fn()
+    out = {name: Samples([], []) for name in fns}
     start = time.perf_counter()
     while True:
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1000.0)
+        for name, fn in fns.items():
+            f0, t0 = _faults(), time.perf_counter()
+            fn()
+            out[name].ms.append((time.perf_counter() - t0) * 1000.0)
+            out[name].faults.append(_faults() - f0)
+        count = len(next(iter(out.values())).ms)
         elapsed = time.perf_counter() - start
-        enough = len(samples) >= timing.min_iterations and elapsed >= timing.min_seconds
-        if enough or len(samples) >= timing.max_iterations:
-            break
-        if elapsed >= timing.max_seconds and len(samples) >= 1:
-            break
-    return Stats.from_samples(samples)
+        enough = count >= timing.min_iterations and elapsed >= timing.min_seconds
+        if enough or count >= timing.max_iterations or elapsed >= timing.max_seconds:
+            return out
+
+
+def measure(fn: Callable[[], object], timing: Timing) -> Stats:
+    """One function, one pass: `measure_calls` for a single call site."""
+    return Stats.from_samples(measure_calls({"fn": fn}, timing)["fn"].ms)
 
 
 def _status_kib(field: str) -> int | None:
@@ -103,11 +147,12 @@ class PeakMemory:
 
     def __init__(self) -> None:
         self.peak = 0
+        self.start = 0
 
     def __enter__(self) -> PeakMemory:
         with contextlib.suppress(OSError):
             Path("/proc/self/clear_refs").write_text("5")
-        self.peak = self._now()
+        self.peak = self.start = self._now()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -126,3 +171,8 @@ class PeakMemory:
     @property
     def peak_mib(self) -> float:
         return self.peak / 2**20
+
+    @property
+    def growth_mib(self) -> float:
+        """How far the peak rose above the resident size at the start of the block."""
+        return (self.peak - self.start) / 2**20
