@@ -61,6 +61,29 @@ def test_openvino_fp32_matches_onnxruntime(bundle, feeds, reference):
 
 
 @needs_openvino
+def test_openvino_compiles_a_recurring_shape_for_that_shape(bundle, feeds, reference):
+    """The second call at a shape runs a model reshaped to it (faster kernels, same output);
+    at most `shape_cache` such models are kept, one-off shapes run the dynamic model."""
+    with create_backend("openvino", shape_cache=1) as backend:
+        backend.load(bundle, "stylizer", "cpu", "fp32")
+        first = backend.run(feeds)["image"]
+        assert backend.info().details["static_shapes"] == []
+        second = backend.run(feeds)["image"]
+        static = backend.info().details["static_shapes"]
+        assert [s["content"] for s in static] == [(1, 3, 128, 128)]
+        assert np.abs(second - reference).max() < 1e-4 and np.abs(first - second).max() < 1e-4
+        # The output is the caller's: a later call does not overwrite it.
+        kept = second.copy()
+        backend.run(feeds)
+        assert np.array_equal(second, kept)
+        small = {**feeds, "content": np.ascontiguousarray(feeds["content"][:, :, :64, :64])}
+        backend.run(small)
+        backend.run(small)
+        static = backend.info().details["static_shapes"]
+        assert [s["content"] for s in static] == [(1, 3, 64, 64)]  # the older one dropped
+
+
+@needs_openvino
 def test_openvino_bf16_is_close_but_not_identical(bundle, feeds, reference):
     try:
         out = _run("openvino", bundle, feeds, "bf16")
