@@ -27,6 +27,7 @@ from styleship._hashing import sha256_file
 from styleship.compare import compare
 from styleship.errors import ExportError, InputError
 from styleship.export.precision import add_fp16, reduced_precision_parity
+from styleship.export.samples import calibration_images, default_parity_images, parity_feed
 from styleship.models.checkpoint import checkpoint_paths, load_checkpoint
 from styleship.models.registry import SPATIAL_AXES, GraphDef, get_family
 from styleship.runtime import image as im
@@ -42,46 +43,6 @@ CODE_RTOL = 1e-4
 INDEX_MIN_AGREEMENT = 0.999
 MAX_BATCH, MAX_SIDE = 256, 8192
 CHECKPOINT = "checkpoint"  # checkpoint.safetensors + checkpoint.json inside the bundle
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-
-
-def default_parity_images() -> tuple[list[Path], list[Path]]:
-    """The repository's sample photos and paintings (two of each)."""
-    contents = sorted((ASSETS / "content").glob("*.jpg"))[:2]
-    styles = sorted((ASSETS / "styles").glob("*.jpg"))[:2]
-    if len(contents) < 2 or len(styles) < 2:
-        raise InputError(
-            "no sample images for the parity check: pass --parity-content/--parity-style"
-        )
-    return contents, styles
-
-
-def calibration_images(contents, styles) -> tuple[list[Path], list[Path]]:
-    """int8 calibration images: the parity images and every sample image in the repository."""
-    more_contents = (ASSETS / "content").glob("*.jpg")
-    more_styles = (ASSETS / "styles").glob("*.jpg")
-    return sorted({*map(Path, contents), *more_contents}), sorted(
-        {*map(Path, styles), *more_styles}
-    )
-
-
-def _square(path: Path, size: int) -> np.ndarray:
-    """A sample image resized to size×size, as 3×H×W float32."""
-    import cv2
-
-    rgb = im.read_image(path).rgb
-    return np.ascontiguousarray(
-        cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
-    )
-
-
-def parity_feed(contents, styles, size: int) -> dict[str, np.ndarray]:
-    """The parity images at size², by input kind (batch = number of images)."""
-    return {
-        "content": np.stack([_square(p, size) for p in contents]),
-        "style": np.stack([_square(p, size) for p in styles]),
-        "strength": np.resize(np.array([1.0, 0.6], dtype=np.float32), len(contents)),
-    }
 
 
 def _dynamic_shapes(graph: GraphDef) -> tuple[dict, ...]:

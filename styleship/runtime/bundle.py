@@ -128,8 +128,31 @@ class Bundle:
 
     @property
     def has_style_input(self) -> bool:
-        """False for models with the style in their weights (wrapped models): no encoder."""
+        """False for models without a style encoder (wrapped models, multistyle26)."""
         return "style_encoder" in self.graphs
+
+    @cached_property
+    def style_bank(self):
+        """The named precomputed style codes the bundle carries (runtime/style_bank.py)."""
+        from styleship.runtime.style_bank import StyleBank
+
+        return StyleBank.load(self.path, self.manifest)
+
+    @property
+    def strength_rule(self) -> str:
+        """How the style strength α applies: `input` (the stylizer graph takes it), `code`
+        (the runtime moves the code toward the content's own code, as Magenta does), or
+        `blend` (the output is blended with the content: graphs without an α input)."""
+        declared = self.manifest.get("strength", {}).get("rule")
+        if declared:
+            return declared
+        inputs = self.graph("stylizer").inputs
+        return "input" if any(t.kind == "strength" for t in inputs) else "blend"
+
+    @property
+    def style_multiple(self) -> int:
+        """What the runtime pads style images to (1: the style encoder takes any size)."""
+        return int(self.manifest.get("normalisation", {}).get("style_size_multiple", 8))
 
     @property
     def fixed_size(self) -> tuple[int, int] | None:

@@ -20,6 +20,7 @@ from styleship.runtime import image as im
 from styleship.runtime import tiling
 from styleship.runtime.backends import best_available, create_backend, default_device
 from styleship.runtime.bundle import Bundle
+from styleship.runtime.style_bank import parse_spec
 from styleship.runtime.style_cache import StyleCache, default_cache_dir
 
 Source = str | os.PathLike | bytes | im.Image
@@ -50,6 +51,11 @@ def _key(src: Source) -> str:
         return hashlib.sha256(np.ascontiguousarray(src.rgb).tobytes()).hexdigest()
     data = src if isinstance(src, bytes) else im.read_bytes(src)
     return hashlib.sha256(data).hexdigest()
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """One batch from per-image arrays; a batch of one is the array itself, not a copy."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def mix_codes(
@@ -125,34 +131,89 @@ class Stylizer:
         return src if isinstance(src, im.Image) else im.read_image(src, self.max_pixels)
 
     def style_id(self, style: Source) -> str:
-        """The id a style is cached under: the sha256 of its file bytes (or pixels)."""
+        """The id a style is cached under: the sha256 of its file bytes (or pixels), or the
+        bank name (or weighted names) itself."""
+        if self._named(style) is not None:
+            return os.fspath(style)
         return _key(style)
 
     def cached_code(self, style_id: str) -> dict[str, np.ndarray] | None:
-        """The code of a style seen before (by this process or the disk cache), else None."""
+        """The code of a bank style (by name, weighted names, or its painting's id) or of a
+        style seen before (by this process or the disk cache), else None."""
+        named = self._named(style_id)
+        if named is not None:
+            return named
+        name = self.bundle.style_bank.by_source(style_id, self.style_size)
+        if name is not None:
+            return self.bundle.style_bank.code(name)
         return self.cache.get(f"{style_id}-{self.style_size}", tuple(self.bundle.style_code))
 
+    def _named(self, style: Source) -> dict[str, np.ndarray] | None:
+        """The code of a bank name or of weighted names ("a:0.7,b:0.3"), or None when
+        `style` is not one (an image, bytes, an existing file, or no bank)."""
+        if isinstance(style, bytes | im.Image):
+            return None
+        bank = self.bundle.style_bank
+        spec = parse_spec(os.fspath(style))
+        if not bank.names or spec is None or any(n not in bank for n, _ in spec):
+            return None
+        if len(spec) == 1:
+            return bank.code(spec[0][0])
+        return mix_codes(
+            [bank.code(n) for n, _ in spec], [w for _, w in spec], self.bundle.style_code
+        )
+
+    def _unknown(self, style: Source) -> InputError:
+        names = self.bundle.style_bank.names
+        what = "an image file"
+        if names:
+            listed = ", ".join(names)
+            return InputError(
+                f"style {os.fspath(style)!r} is neither {what} nor a style "
+                f"in {self.bundle.name}'s bank ({listed})"
+            )
+        return InputError(
+            f"no such style image: {os.fspath(style)} (and {self.bundle.name} has no style bank)"
+        )
+
     def style_code(self, style: Source) -> dict[str, np.ndarray]:
-        """The style code of one image (batch of 1), from the cache when seen before."""
+        """The style code of one image or bank style (batch of 1), cached once computed."""
+        named = self._named(style)
+        if named is not None:
+            return named
+        is_path = isinstance(style, str | os.PathLike)
+        if is_path and not Path(style).is_file():
+            raise self._unknown(style)
         if self._encoder is None:
-            raise InputError(f"{self.bundle.name} has its style built in: it takes no style image")
+            names = ", ".join(self.bundle.style_bank.names)
+            raise InputError(
+                f"{self.bundle.name} has no style encoder: it takes no style image"
+                + (f"; name one of its styles ({names})" if names else "")
+            )
         style_id = self.style_id(style)
         code = self.cached_code(style_id)
         if code is not None:
             return code
-        rgb = im.resize_max_side(self._image(style).rgb, self.style_size)
-        im.check_min_size(rgb, "style image")
-        feed = self._feed(self._encoder, {"style": im.to_nchw(im.pad_to_multiple(rgb))})
-        code = self._encoder.run(feed)
+        code = self._encode(self._image(style).rgb, "style image")
         self.cache.put(f"{style_id}-{self.style_size}", code)
         return code
+
+    def _encode(self, rgb: np.ndarray, label: str) -> dict[str, np.ndarray]:
+        """Run the style encoder on an image, shrunk to the style size (not cached)."""
+        rgb = im.resize_max_side(rgb, self.style_size)
+        im.check_min_size(rgb, label)
+        padded = im.pad_to_multiple(rgb, self.bundle.style_multiple)
+        return self._encoder.run(self._feed(self._encoder, {"style": im.to_nchw(padded)}))
 
     def mixed_code(
         self, styles: Sequence[Source], weights: Sequence[float] | None = None
     ) -> dict[str, np.ndarray]:
         """The code of one style, or the weighted mix of several; {} for wrapped models."""
-        if not styles and self.bundle.has_style_input:
-            raise InputError("give a style image")
+        if not styles and self.bundle.style_code:
+            bank = self.bundle.style_bank.names
+            raise InputError(
+                "give a style image" + (f" or a bank style ({', '.join(bank)})" if bank else "")
+            )
         codes = [self.style_code(s) for s in styles]
         if not codes:
             return {}
@@ -220,6 +281,9 @@ class Stylizer:
             if not 0.0 <= job.alpha <= 1.0:
                 raise InputError(f"alpha must be in [0, 1], got {job.alpha}")
             im.check_min_size(job.image.rgb, "content image")
+        rule = self.bundle.strength_rule
+        if rule == "code":
+            jobs = [self._toward_content(job) for job in jobs]
         fixed = self.bundle.fixed_size
         if fixed:  # a graph that takes one size: resize in, and back out in _finish
             size = (fixed[1], fixed[0])
@@ -234,19 +298,26 @@ class Stylizer:
             for start in range(0, len(members), max_batch):
                 chunk = members[start : start + max_batch]
                 values = {
-                    name: np.concatenate([jobs[i].code[name] for i in chunk])
+                    name: _stack([jobs[i].code[name] for i in chunk])
                     for name in self.bundle.style_code
                 }
-                values["content"] = np.concatenate([im.to_nchw(padded[i]) for i in chunk])
+                values["content"] = _stack([im.to_nchw(padded[i]) for i in chunk])
                 values["strength"] = np.array([jobs[i].alpha for i in chunk], np.float32)
                 out = self._stylizer.run(self._feed(self._stylizer, values))[self._image_output]
                 for k, i in enumerate(chunk):
                     stylized[i] = im.from_nchw(out, k)
-        # Graphs without an α input (wrapped models) get α as a blend with the content.
-        blend = not any(t.kind == "strength" for t in self._stylizer.inputs().values())
+        blend = rule == "blend"
         return [
             self._finish(job, rgb, fixed is not None, blend) for job, rgb in zip(jobs, stylized)
         ]
+
+    def _toward_content(self, job: Job) -> Job:
+        """Magenta's strength: code = α·style + (1 − α)·the content's own code, α then 1."""
+        if job.alpha >= 1.0:
+            return job
+        own = self._encode(job.image.rgb, "content image")
+        code = mix_codes([job.code, own], [job.alpha, 1.0 - job.alpha], self.bundle.style_code)
+        return Job(job.image, code, 1.0, job.preserve_color)
 
     @staticmethod
     def _finish(job: Job, stylized: np.ndarray, resized: bool = False, blend: bool = False):

@@ -1,0 +1,60 @@
+"""Sample images for parity checks and calibration, as arrays (torch-free).
+
+Export (PyTorch graphs) and import (ONNX graphs) check bundles on the same
+images: the repository's sample photos and paintings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from styleship.errors import InputError
+from styleship.runtime import image as im
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+def default_parity_images() -> tuple[list[Path], list[Path]]:
+    """The repository's sample photos and paintings (two of each)."""
+    contents = sorted((ASSETS / "content").glob("*.jpg"))[:2]
+    styles = sorted((ASSETS / "styles").glob("*.jpg"))[:2]
+    if len(contents) < 2 or len(styles) < 2:
+        raise InputError(
+            "no sample images for the parity check: pass --parity-content/--parity-style"
+        )
+    return contents, styles
+
+
+def calibration_images(contents, styles) -> tuple[list[Path], list[Path]]:
+    """int8 calibration images: the parity images and every sample image in the repository."""
+    more_contents = (ASSETS / "content").glob("*.jpg")
+    more_styles = (ASSETS / "styles").glob("*.jpg")
+    return sorted({*map(Path, contents), *more_contents}), sorted(
+        {*map(Path, styles), *more_styles}
+    )
+
+
+def resized(path: Path, height: int, width: int) -> np.ndarray:
+    """A sample image resized to height×width (INTER_AREA), as 3×H×W float32."""
+    import cv2
+
+    rgb = im.read_image(path).rgb
+    return np.ascontiguousarray(
+        cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+    )
+
+
+def square(path: Path, size: int) -> np.ndarray:
+    """A sample image resized to size×size, as 3×H×W float32."""
+    return resized(path, size, size)
+
+
+def parity_feed(contents, styles, size: int) -> dict[str, np.ndarray]:
+    """The parity images at size², by input kind (batch = number of images)."""
+    return {
+        "content": np.stack([square(p, size) for p in contents]),
+        "style": np.stack([square(p, size) for p in styles]),
+        "strength": np.resize(np.array([1.0, 0.6], dtype=np.float32), len(contents)),
+    }
