@@ -78,7 +78,7 @@ def test_wrapped_model_matches_the_foreign_model_through_the_adapters(tmp_path, 
     proc = run_cli("stylize", contents[1], "-m", out, "-o", tmp_path, "--max-size", "96")
     assert proc.returncode == 0 and (tmp_path / f"{contents[1].stem}_stylized.jpg").is_file()
     proc = run_cli("stylize", contents[1], "-m", out, "-s", contents[0], "-o", tmp_path)
-    assert proc.returncode == 1 and "style built in" in proc.stderr
+    assert proc.returncode == 1 and "takes no style image" in proc.stderr
     # Served and exported like any bundle: one model, no style inputs, no _style model.
     with Stylizer(out, "ort-cpu", cache_dir=None) as st:
         model = StylizeModel(st, im.DEFAULT_MAX_PIXELS, max_batch=4)

@@ -17,6 +17,15 @@ A graph is accepted only if it has exactly one 4-D float32 image input and
 exactly one 4-D float32 image output, with 3 channels where the layout puts
 them. Fixed spatial sizes are recorded, and the runtime then resizes content
 to that size and the result back. Torch-free: onnx and onnxruntime only.
+
+Graphs from the ONNX model zoo era (IR version 3, opsets 1-9) are normalised
+first (`_normalise`): their experimental ops (ImageScaler, Affine, Crop, ...)
+become the standard ops they are defined as, initializers stop being listed
+as graph inputs (IR 4), and a batch dimension of 0 becomes dynamic. The
+opset itself is kept: onnx.version_converter has no adapter for the
+experimental ops (they were dropped in opset 10), while every standard op
+this needs exists in opset 7, so the rewrite is exact and the rest of the
+graph stays as its author exported it.
 """
 
 from __future__ import annotations
@@ -37,6 +46,26 @@ from styleship.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
 
 FAMILY = "wrapped"
 RANGES = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "-1-1": (-1.0, 1.0)}
+# Ops onnx's checker knows as experimental (no schema; it only prints a warning on stdout).
+EXPERIMENTAL = (
+    "ATen",
+    "Affine",
+    "ConstantFill",
+    "Crop",
+    "DynamicSlice",
+    "GRUUnit",
+    "GivenTensorFill",
+    "ImageScaler",
+    "ParametricSoftplus",
+    "Scale",
+    "ScaledTanh",
+)
+INT64_MAX = 2**63 - 1
+
+
+def _one_line(exc: Exception) -> str:
+    """An onnx/ORT message (often several lines, with the node's details) as one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -61,6 +90,95 @@ class Convention:
 def _dims(value_info) -> list[int | str]:
     shape = value_info.type.tensor_type.shape
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _standard_nodes(node, const) -> list:
+    """The standard-op equivalent of one experimental node (ORT's definitions), or []."""
+    from onnx import helper
+
+    a, (x,), (y,) = _attrs(node), node.input, node.output
+    tmp = f"{y}_std"
+    if node.op_type == "ImageScaler":  # y = scale * x + bias[c]
+        bias = np.asarray(a.get("bias", [0.0]), np.float32).reshape(1, -1, 1, 1)
+        return [
+            helper.make_node("Mul", [x, const(a.get("scale", 1.0))], [tmp]),
+            helper.make_node("Add", [tmp, const(bias)], [y]),
+        ]
+    if node.op_type == "Affine":  # y = alpha * x + beta
+        return [
+            helper.make_node("Mul", [x, const(a.get("alpha", 1.0))], [tmp]),
+            helper.make_node("Add", [tmp, const(a.get("beta", 0.0))], [y]),
+        ]
+    if node.op_type == "Scale":
+        return [helper.make_node("Mul", [x, const(a.get("scale", 1.0))], [y])]
+    if node.op_type in ("ScaledTanh", "ParametricSoftplus"):  # alpha * f(beta * x)
+        f = "Tanh" if node.op_type == "ScaledTanh" else "Softplus"
+        return [
+            helper.make_node("Mul", [x, const(a.get("beta", 1.0))], [f"{tmp}_in"]),
+            helper.make_node(f, [f"{tmp}_in"], [tmp]),
+            helper.make_node("Mul", [tmp, const(a.get("alpha", 1.0))], [y]),
+        ]
+    if node.op_type == "Crop":  # NCHW; border = left, top, right, bottom; scale = height, width
+        border = list(a.get("border", [0, 0, 0, 0]))
+        if len(border) != 4:
+            raise InputError(f"Crop node {node.name!r} has {len(border)} border values, not 4")
+        left, top, right, bottom = border
+        if "scale" in a:
+            ends = [top + a["scale"][0], left + a["scale"][1]]
+        else:
+            ends = [-bottom if bottom else INT64_MAX, -right if right else INT64_MAX]
+        return [helper.make_node("Slice", [x], [y], axes=[2, 3], starts=[top, left], ends=ends)]
+    return []
+
+
+def _normalise(model) -> None:
+    """Bring an old graph to what the checker, the adapters and the backends take, in place.
+
+    See the module docstring; anything left that cannot be rewritten is one InputError.
+    """
+    from onnx import numpy_helper
+
+    g = model.graph
+    consts: list = []
+
+    def const(value) -> str:
+        name = f"wrap_std_{len(consts)}"
+        consts.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    nodes = []
+    for node in g.node:
+        if node.op_type in EXPERIMENTAL and node.domain in ("", "ai.onnx"):
+            std = _standard_nodes(node, const)
+            if not std:
+                raise InputError(
+                    f"the model uses the experimental op {node.op_type}, which wrap cannot "
+                    "rewrite into standard ONNX ops"
+                )
+            nodes += std
+        else:
+            nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.extend(consts)
+    # IR 3 lists every initializer as a graph input too; from IR 4 on they need not be,
+    # and ORT only constant-folds initializers that are not overridable inputs.
+    inits = {i.name for i in g.initializer}
+    kept = [i for i in g.input if i.name not in inits]
+    del g.input[:]
+    g.input.extend(kept)
+    model.ir_version = max(model.ir_version, 4)
+    # A batch of 0 (an old exporter's "any") is dynamic: clear it to an unknown dimension.
+    for vi in (*g.input, *g.output, *g.value_info):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value == 0:
+                d.ClearField("dim_value")
 
 
 def _image_io(model, conv: Convention) -> tuple[object, object, list]:
@@ -183,23 +301,32 @@ def wrap_model(
         raise InputError(f"no such ONNX file: {onnx_path}")
     try:
         model = onnx.load(str(onnx_path))
+    except Exception as exc:  # protobuf's DecodeError and others
+        raise InputError(f"{onnx_path} is not a valid ONNX model: {_one_line(exc)}") from None
+    _normalise(model)
+    try:
         onnx.checker.check_model(model)
-    except Exception as exc:  # onnx raises DecodeError, ValidationError and others
-        raise InputError(f"{onnx_path} is not a valid ONNX model: {exc}") from None
+    except Exception as exc:  # ValidationError and others
+        raise InputError(f"{onnx_path} is not a valid ONNX model: {_one_line(exc)}") from None
     src_in, src_out, fixed = _image_io(model, conv)
     _adapt(model, conv, src_in.name, src_out.name)
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise InputError(f"the adapters do not fit {onnx_path}: {_one_line(exc)}") from None
     out_dir = Path(out_dir)
     with _atomic.staged_dir(out_dir, overwrite=force) as stage:
         graph_file = stage / "stylizer.onnx"
         onnx.save(model, str(graph_file))
         h, w = _probe_size(fixed)
-        session = ort.InferenceSession(str(graph_file), providers=["CPUExecutionProvider"])
         probe = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
         try:
+            session = ort.InferenceSession(str(graph_file), providers=["CPUExecutionProvider"])
             (result,) = session.run(["image"], {"content": probe})
         except Exception as exc:  # ORT's errors name the failing node
-            raise InputError(f"the wrapped model does not run on a {w}×{h} image: {exc}") from None
+            raise InputError(
+                f"the wrapped model does not run on a {w}×{h} image: {_one_line(exc)}"
+            ) from None
         if result.shape != probe.shape:
             raise InputError(
                 f"the model maps a {w}×{h} image to shape {list(result.shape)} (after the "
