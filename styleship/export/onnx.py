@@ -199,13 +199,15 @@ def export_bundle(
     fp16: bool = False,
     int8: bool = False,
     int8_min_psnr: float = 30.0,
+    style_bank: str | Path | None = None,
 ) -> Path:
     """Export `checkpoint` to the bundle directory `out_dir`; returns its path.
 
     With `fp16`, each graph also gets a `.fp16.onnx` twin (export/fp16.py);
     with `int8`, the per-image graphs get `.int8.onnx` twins (export/int8.py),
     calibrated on every sample image. Both are compared with fp32 and
-    recorded in the manifest.
+    recorded in the manifest. With `style_bank`, every painting in that
+    folder is encoded into the bundle's style bank (export/style_bank.py).
     """
     model, meta = load_checkpoint(checkpoint)
     family = get_family(meta["family"])
@@ -290,6 +292,10 @@ def export_bundle(
                 Bundle.load(stage), samples, log
             )
         _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        if style_bank is not None and manifest["parity"]["passed"]:
+            from styleship.export.style_bank import add_style_bank
+
+            add_style_bank(stage, manifest, Path(style_bank), log)
         if not manifest["parity"]["passed"]:
             worst = next(r for r in manifest["parity"]["results"] if not r["passed"])
             detail = (

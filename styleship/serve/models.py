@@ -1,7 +1,9 @@
 """The two served models of a bundle, as plain callables over Triton requests.
 
 `<name>_style` turns a style image into a style code and a `style_id`; the
-code is cached server-side, so clients then stylize by id. `<name>` stylizes
+code is cached server-side, so clients then stylize by id. The styles of the
+bundle's style bank are ready ids from the start: their names (or weighted
+names, `a:0.7,b:0.3`) and their paintings' ids. `<name>` stylizes
 content images (encoded bytes, or uint8 RGB pixels) with a style id or a code.
 Each callable takes the requests Triton batched together (any mapping of
 input name -> array with a leading batch axis) and returns one dict of
@@ -23,7 +25,7 @@ import numpy as np
 
 from styleship.errors import InputError, StyleshipError
 from styleship.runtime import image as im
-from styleship.runtime.bundle import Bundle
+from styleship.runtime.bundle import Bundle, TensorSpec
 from styleship.runtime.stylizer import Job, Stylizer
 
 
@@ -63,18 +65,20 @@ class Port:
 def style_ports(bundle: Bundle) -> tuple[list[Port], list[Port]]:
     """Inputs and outputs of `<name>_style`: an encoded image or pixels in; id and code out."""
     inputs = [Port("image", bytes, (1,), True), Port("pixels", np.uint8, (-1, -1, 3), True)]
-    outputs = [Port("style_id", bytes, (1,)), *_code_ports(bundle, optional=False)]
+    codes = bundle.graph("style_encoder").outputs
+    outputs = [Port("style_id", bytes, (1,)), *_code_ports(codes, optional=False)]
     return inputs, outputs
 
 
 def stylize_ports(bundle: Bundle) -> tuple[list[Port], list[Port]]:
     """Inputs and outputs of `<name>`: content, a style (id or code), α, options."""
+    codes = [t for t in bundle.graph("stylizer").inputs if t.kind == "code"]
     inputs = [
         Port("image", bytes, (1,), True),
         Port("pixels", np.uint8, (-1, -1, 3), True),
         *(
-            [Port("style_id", bytes, (1,), True), *_code_ports(bundle, optional=True)]
-            if bundle.has_style_input
+            [Port("style_id", bytes, (1,), True), *_code_ports(codes, optional=True)]
+            if codes
             else []
         ),
         Port("alpha", np.float32, (1,), True),
@@ -85,8 +89,7 @@ def stylize_ports(bundle: Bundle) -> tuple[list[Port], list[Port]]:
     return inputs, outputs
 
 
-def _code_ports(bundle: Bundle, optional: bool) -> list[Port]:
-    graph = bundle.graph("style_encoder")
+def _code_ports(codes: Sequence[TensorSpec], optional: bool) -> list[Port]:
     return [
         Port(
             t.name,
@@ -94,7 +97,7 @@ def _code_ports(bundle: Bundle, optional: bool) -> list[Port]:
             tuple(d if isinstance(d, int) else -1 for d in t.shape[1:]),
             optional,
         )
-        for t in graph.outputs
+        for t in codes
     ]
 
 
@@ -167,7 +170,7 @@ class StylizeModel:
         self.code_names = tuple(stylizer.bundle.style_code)
 
     def _codes(self, request: Mapping[str, np.ndarray], rows: int) -> list[dict[str, np.ndarray]]:
-        if not self.stylizer.bundle.has_style_input:
+        if not self.code_names:
             return [{} for _ in range(rows)]  # the style is in the model's weights
         given = [n for n in self.code_names if n in request]
         if "style_id" in request:
@@ -178,9 +181,11 @@ class StylizeModel:
                 style_id = _text(value)
                 code = self.stylizer.cached_code(style_id)
                 if code is None:
+                    bank = self.stylizer.bundle.style_bank.names
                     raise InputError(
-                        f"unknown style_id {style_id[:16]}…: upload the style to the "
-                        "_style model first"
+                        f"unknown style_id {style_id[:16]}…: upload the style to the _style "
+                        "model first"
+                        + (f", or name a bank style ({', '.join(bank)})" if bank else "")
                     )
                 codes.append(code)
             return codes

@@ -110,6 +110,11 @@ class Served:
     stylize: list[Callable]
     stylizers: list[Stylizer]
 
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The bank's style names: ready `style_id`s for `<name>`, no upload needed."""
+        return self.bundle.style_bank.names
+
 
 def load_models(bundles: Sequence[str | Path], config: ServeConfig) -> list[Served]:
     """Open every bundle once per instance (each instance owns its engine sessions)."""
