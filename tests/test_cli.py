@@ -1,6 +1,7 @@
 """The command line as a user meets it: one-line errors, exit codes, nothing partial."""
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -333,3 +334,18 @@ def test_a_malformed_png_gives_exactly_one_line(
     assert proc.returncode == 1
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad} ") and message in lines[0], lines
+
+
+def test_doctor_prints_bracketed_text_as_is():
+    """rich took `[gpu]` in "pip install 'styleship[gpu]'" for markup and printed nothing of it."""
+    from styleship.doctor import diagnose
+
+    expected = [v for v in diagnose().values() if isinstance(v, str) and "styleship[" in v]
+    if not expected:
+        pytest.skip("TensorRT and PyTriton are both installed: no install hint to print")
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "styleship", "doctor"], capture_output=True, text=True, env=env
+    )
+    for hint in expected:
+        assert hint in proc.stdout, proc.stdout

@@ -241,6 +241,16 @@ def test_malformed_requests_fail_alone_and_the_server_keeps_serving(server, cont
     assert cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR) is not None
 
 
+def test_client_defaults_to_the_only_served_model(server, contents, styles, tmp_path):
+    out = tmp_path / "out.png"
+    for protocol in ("http", "grpc"):
+        proc = run_cli("client", server.url(protocol), contents[0], "-s", styles[0], "-o", out)
+        assert proc.returncode == 0, proc.stderr
+        assert cv2.imread(str(out)) is not None
+    with Client(server.url("http"), None) as c:
+        assert c.model == MODEL and c.served_models() == [MODEL]
+
+
 def test_metrics_and_health_endpoints(server):
     import urllib.request
 
@@ -252,11 +262,9 @@ def test_metrics_and_health_endpoints(server):
 
 
 def test_short_load_test_has_no_errors(server, tmp_path):
-    proc = run_cli(
+    proc = run_cli(  # no -m: the server serves one bundle, so that one
         "loadtest",
         server.url("http"),
-        "-m",
-        MODEL,
         "--concurrency",
         "1,4",
         "--duration",
@@ -322,3 +330,6 @@ def test_command_errors_are_one_line(tmp_path, contents):
     assert proc.returncode == 1 and "http:// or grpc://" in proc.stderr
     proc = run_cli("loadtest", "http://192.0.2.1:8000", "-m", MODEL)
     assert proc.returncode == 1 and "not a loopback address" in proc.stderr
+    proc = run_cli("client", "http://127.0.0.1:1", contents[0], "-o", tmp_path / "o.jpg")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: cannot list the models at 127.0.0.1:1")

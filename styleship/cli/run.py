@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import TextColumn
 
 from styleship import _atomic
@@ -32,9 +33,12 @@ def doctor(as_json: bool = JSON_OPT) -> None:
         "serve": report["serve"],
         **{k: v or "-" for k, v in report["packages"].items()},
     }
+    # Values hold text like "pip install 'styleship[gpu]'": escaped, rich would take
+    # "[gpu]" for markup and print nothing of it.
+    rows = {k: escape(str(v)) for k, v in rows.items()}
     _print(report, as_json, _kv_table("styleship doctor", rows))
     for problem in report["problems"]:
-        err.print(f"problem: {problem}")
+        err.print(f"problem: {problem}", markup=False, highlight=False)
     if report["problems"]:
         raise typer.Exit(1)
 
@@ -71,7 +75,7 @@ def _stylize_video(
     _print(
         result,
         as_json,
-        f"wrote {dst} ({result['frames']} frames, {result['frames_per_s']} frames/s)",
+        escape(f"wrote {dst} ({result['frames']} frames, {result['frames_per_s']} frames/s)"),
     )
 
 
@@ -289,21 +293,21 @@ def demo(
         _print(result, True)
         return
     for run in result["bundles"]:
-        out.print(f"[bold]{run['bundle']}[/] ({run['family']}) on {result['backend']}")
+        out.print(f"[bold]{escape(str(run['bundle']))}[/] ({run['family']}) on {result['backend']}")
         if run["untrained"]:
             out.print(
                 "  [yellow]note:[/] UNTRAINED (seeded random) weights: the pipeline runs "
                 "end to end, but the images are not real stylizations."
             )
         elif run["note"]:
-            out.print(f"  [yellow]note:[/] {run['note']}")
+            out.print(f"  [yellow]note:[/] {escape(run['note'])}")
         out.print(
             f"  {len(run['outputs'])} images, {run['ms_per_image']:.0f} ms per image "
-            f"(decode, stylize, encode); contact sheet: {run['contact_sheet']}"
+            f"(decode, stylize, encode); contact sheet: {escape(str(run['contact_sheet']))}"
         )
     clip = result["clip"]
     out.print(
-        f"[bold]video[/]: {clip['output']} (stability {clip['stability']}: flicker "
+        f"[bold]video[/]: {escape(str(clip['output']))} (stability {clip['stability']}: flicker "
         f"{clip['flicker_without']} → {clip['flicker_with']} of 255 in static regions)"
     )
 
@@ -368,6 +372,8 @@ def gatys(
     _print(
         data,
         as_json,
-        f"wrote {out_path}: {result.calls} calls in {result.seconds:.1f} s, "
-        f"content loss {last['content_loss']:.3g}, style loss {last['style_loss']:.3g}",
+        escape(
+            f"wrote {out_path}: {result.calls} calls in {result.seconds:.1f} s, "
+            f"content loss {last['content_loss']:.3g}, style loss {last['style_loss']:.3g}"
+        ),
     )

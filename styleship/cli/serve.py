@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from styleship.cli._common import JSON_OPT, _kv_table, _print, app, err, out
 
@@ -106,7 +107,8 @@ def serve(
         if as_json:
             _print({"status": "ready", **info, "examples": examples}, True)
         else:
-            out.print(_kv_table("styleship serve: ready (Ctrl-C to stop)", info))
+            rows = {k: escape(str(v)) for k, v in info.items()}  # paths may hold [brackets]
+            out.print(_kv_table("styleship serve: ready (Ctrl-C to stop)", rows))
             out.print("try:\n  " + "\n  ".join(examples), markup=False, highlight=False)
         server.wait()
     finally:
@@ -120,7 +122,9 @@ def client(
     url: str = typer.Argument(..., help="http://host:port or grpc://host:port"),
     content: Path = typer.Argument(..., help="Content image."),
     output: Path = typer.Option(..., "-o", "--out", help="Output image (format by extension)."),
-    model: str = typer.Option(..., "--model", "-m", help="Served model name (the bundle's)."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Served model name (default: the only one it serves)."
+    ),
     style: Path = typer.Option(
         None, "--style", "-s", help="Style image to upload (none for wrapped models)."
     ),
@@ -153,14 +157,16 @@ def client(
     _print(
         {"output": str(output), "style_id": style_id, "bytes": len(result)},
         as_json,
-        f"wrote {output} (style_id {style_id})",
+        escape(f"wrote {output} (style_id {style_id})"),
     )
 
 
 @app.command()
 def loadtest(
     url: str = typer.Argument(..., help="http://host:port or grpc://host:port"),
-    model: str = typer.Option(..., "--model", "-m", help="Served model name."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Served model name (default: the only one it serves)."
+    ),
     concurrency: str = typer.Option("1,8,32,64", help="Client counts, one level each."),
     duration: float = typer.Option(30.0, min=0.1, max=600.0, help="Seconds per level."),
     max_requests: int = typer.Option(100_000, min=1, help="Most requests per level."),
@@ -181,9 +187,13 @@ def loadtest(
     """
     from styleship.runtime import image as im
     from styleship.serve import loadtest as lt
+    from styleship.serve.client import Client
 
     if not allow_remote:
         lt.check_loopback(url)
+    if model is None:
+        with Client(url, None) as c:
+            model = c.model
     content_bytes = im.read_bytes(content) if content else lt.synthetic_image(size, seed=1)
     style_bytes = im.read_bytes(style) if style else lt.synthetic_image(256, seed=2)
 
@@ -212,5 +222,5 @@ def loadtest(
     if as_json:
         _print({**results, "in_process_p50_ms": reference, "files": [str(p) for p in paths]}, True)
     else:
-        out.print(lt.render_markdown(results, reference))
-        out.print(f"wrote {', '.join(str(p) for p in paths)}")
+        out.print(lt.render_markdown(results, reference), markup=False, highlight=False)
+        out.print(f"wrote {', '.join(str(p) for p in paths)}", markup=False, highlight=False)

@@ -53,9 +53,9 @@ def _style_input(style_id: str | None) -> dict[str, np.ndarray]:
 class Client:
     """Stylize through a running `styleship serve` (or any Triton with the same models)."""
 
-    def __init__(self, url: str, model: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, url: str, model: str | None, timeout_s: float = 60.0) -> None:
+        """`model` None: the one bundle the server serves (an error if it serves several)."""
         self.endpoint = Endpoint.parse(url)
-        self.model = model
         self.timeout_s = timeout_s
         if self.endpoint.protocol == "http":
             import tritonclient.http as tc
@@ -68,6 +68,33 @@ class Client:
 
             self._client = tc.InferenceServerClient(self.endpoint.address)
         self._tc = tc
+        self.model = model if model is not None else self._only_model()
+
+    def served_models(self) -> list[str]:
+        """The stylize models the server has loaded: one per bundle (its `_style` twin left out).
+
+        Read from the statistics of all models: PyTriton restricts Triton's repository
+        index API to callers holding its access token, but not the statistics.
+        """
+        try:
+            if self.endpoint.protocol == "http":
+                stats = self._client.get_inference_statistics()
+            else:
+                stats = self._client.get_inference_statistics(as_json=True)
+        except Exception as exc:  # connection refused, timeouts, Triton errors
+            address = self.endpoint.address
+            raise ServerError(f"cannot list the models at {address}: {reason(exc)}") from exc
+        names = {m["name"] for m in stats.get("model_stats", [])}
+        return sorted(
+            n for n in names if not (n.endswith("_style") and n.removesuffix("_style") in names)
+        )
+
+    def _only_model(self) -> str:
+        models = self.served_models()
+        if len(models) != 1:
+            served = ", ".join(models) or "none"
+            raise InputError(f"the server serves {len(models)} models ({served}); pick one with -m")
+        return models[0]
 
     def close(self) -> None:
         self._client.close()
