@@ -273,7 +273,7 @@ def test_one_image_goes_to_the_named_file(small_bundle, styles, contents, tmp_pa
     img = cv2.imread(str(target))
     assert img is not None and max(img.shape[:2]) == 64
     proc = run_cli("stylize", *contents[:2], "-m", small_bundle, "-s", styles[0], "-o", target)
-    _one_line_error(proc, "names one image file, but 2 images were given")
+    _one_line_error(proc, "takes one image, but 2 images were given")
 
 
 def _pipe(args: list, data: bytes) -> subprocess.CompletedProcess:

@@ -165,7 +165,8 @@ def stylize(
     -o is a directory, created if missing; with one content image it may instead
     name the output file (by its image extension), or be - to write the image to
     standard output (as --format, default png). - as the content reads the image
-    from standard input, so styleship can sit in a pipe. A single
+    from standard input, so styleship can sit in a pipe (into a directory it is
+    written as stdin_stylized.<format>). A single
     .mp4/.m4v/.mov/.avi/.mkv input is stylized frame by frame into -o (a video
     file, or a directory); fps and size are kept, audio is not.
 
@@ -202,10 +203,9 @@ def stylize(
         raise InputError("a video cannot go to standard output; give a file or directory")
     files = [] if video or stdin else im.find_images(contents)
     names_file = out_dir.suffix.lower() in im.WRITE_EXTENSIONS and not out_dir.is_dir()
-    if names_file and len(files) > 1:
+    if (names_file or to_stdout) and len(files) > 1:
         raise InputError(
-            f"-o {out_dir} names one image file, but {len(files)} images were given; "
-            "give a directory"
+            f"-o {out_path} takes one image, but {len(files)} images were given; give a directory"
         )
     # Decode standard input before loading the bundle: an empty pipe fails fast.
     source = im.decode(sys.stdin.buffer.read(), "standard input", max_pixels) if stdin else None
