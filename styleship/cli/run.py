@@ -305,6 +305,8 @@ def demo(
             f"  {len(run['outputs'])} images, {run['ms_per_image']:.0f} ms per image "
             f"(decode, stylize, encode); contact sheet: {escape(str(run['contact_sheet']))}"
         )
+    if result["pretrained_missing"]:
+        out.print(f"[yellow]note:[/] no pretrained model: {escape(result['pretrained_missing'])}")
     clip = result["clip"]
     out.print(
         f"[bold]video[/]: {escape(str(clip['output']))} (stability {clip['stability']}: flicker "
