@@ -164,3 +164,16 @@ def test_export_records_bf16_parity_and_the_stylizer_follows_it(bundle, bundle_c
                 assert st.precision == expected
         except BackendUnavailable as exc:  # a CPU without native bf16
             pytest.skip(str(exc))
+
+
+@needs_openvino
+def test_openvino_keeps_batches_on_the_dynamic_model(bundle, feeds):
+    """A fixed batch of 8 crashed OpenVINO 2026.4's f32 compile: only batch 1 gets a
+    shape-specific model."""
+    batch = {k: np.ascontiguousarray(np.repeat(v, 8, axis=0)) for k, v in feeds.items()}
+    with create_backend("openvino") as backend:
+        backend.load(bundle, "stylizer", "cpu", "fp32")
+        first = backend.run(batch)["image"]
+        second = backend.run(batch)["image"]
+        assert backend.info().details["static_shapes"] == []
+        np.testing.assert_array_equal(first, second)

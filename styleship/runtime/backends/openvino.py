@@ -10,7 +10,10 @@ but OpenVINO plans much better kernels for a fixed shape (vqvae-demo at 512²:
 30 ms instead of 50 ms, same output within 1e-5). So the second time an input
 shape is seen, a copy of the model reshaped to it is compiled and kept, up
 to `shape_cache` shapes (least recently used dropped first). One-off shapes,
-as in a folder of odd-sized photos, never pay for a compile.
+as in a folder of odd-sized photos, never pay for a compile. Batch 1 only:
+OpenVINO 2026.4 crashes the process (SIGSEGV) compiling vqvae-demo for a
+fixed batch of 4 or 8 in f32, and a crash cannot be caught; batches keep the
+dynamic model.
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ class OpenVinoBackend(BaseBackend):
         if key in self._static:
             self._static.move_to_end(key)
             return self._static[key]
-        if key not in self._seen or self.shape_cache <= 0:
+        batch_1 = all(arr.shape[:1] == (1,) for arr in inputs.values())
+        if key not in self._seen or self.shape_cache <= 0 or not batch_1:
             self._seen.add(key)
             return self._request
         model = self._model.clone()
