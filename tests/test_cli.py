@@ -349,3 +349,18 @@ def test_doctor_prints_bracketed_text_as_is():
     )
     for hint in expected:
         assert hint in proc.stdout, proc.stdout
+
+
+def test_tables_and_lines_print_bracketed_paths_as_is(tmp_path):
+    """Every table and "wrote" line is plain text: `inspect` of a bundle in a folder named
+    with brackets showed the path with them cut out."""
+    bundle = tmp_path / "demo[v2].stvae"
+    shutil.copytree(ROOT / "assets/models/stvae-demo.stvae", bundle)
+    env = {**os.environ, "COLUMNS": "300"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "styleship", "inspect", str(bundle)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0 and "demo[v2].stvae" in proc.stdout, proc.stdout

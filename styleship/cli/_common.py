@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     help="Export, run and benchmark feed-forward style-transfer models.",
@@ -23,16 +24,19 @@ JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON on st
 
 
 def _print(data: dict, as_json: bool, table: Table | str | None = None) -> None:
+    """JSON, or the human form: a table, or a line printed as plain text (paths and install
+    hints such as "styleship[gpu]" hold brackets that rich would take for markup)."""
     if as_json:
         print(json.dumps(data, indent=2, default=str))
     elif table is not None:
-        out.print(table)
+        out.print(table, markup=False)
 
 
 def _kv_table(title: str, rows: dict) -> Table:
-    table = Table(title=title, show_header=False)
+    """Two columns of plain text (never markup: values are paths, versions, hints)."""
+    table = Table(title=Text(title), show_header=False)
     for key, value in rows.items():
-        table.add_row(str(key), str(value))
+        table.add_row(Text(str(key)), Text(str(value)))
     return table
 
 

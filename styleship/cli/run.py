@@ -33,9 +33,6 @@ def doctor(as_json: bool = JSON_OPT) -> None:
         "serve": report["serve"],
         **{k: v or "-" for k, v in report["packages"].items()},
     }
-    # Values hold text like "pip install 'styleship[gpu]'": escaped, rich would take
-    # "[gpu]" for markup and print nothing of it.
-    rows = {k: escape(str(v)) for k, v in rows.items()}
     _print(report, as_json, _kv_table("styleship doctor", rows))
     for problem in report["problems"]:
         err.print(f"problem: {problem}", markup=False, highlight=False)
@@ -75,7 +72,7 @@ def _stylize_video(
     _print(
         result,
         as_json,
-        escape(f"wrote {dst} ({result['frames']} frames, {result['frames_per_s']} frames/s)"),
+        f"wrote {dst} ({result['frames']} frames, {result['frames_per_s']} frames/s)",
     )
 
 
@@ -374,8 +371,6 @@ def gatys(
     _print(
         data,
         as_json,
-        escape(
-            f"wrote {out_path}: {result.calls} calls in {result.seconds:.1f} s, "
-            f"content loss {last['content_loss']:.3g}, style loss {last['style_loss']:.3g}"
-        ),
+        f"wrote {out_path}: {result.calls} calls in {result.seconds:.1f} s, "
+        f"content loss {last['content_loss']:.3g}, style loss {last['style_loss']:.3g}",
     )

@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from styleship.cli._common import JSON_OPT, _kv_table, _print, app, err, out
 
@@ -107,8 +106,7 @@ def serve(
         if as_json:
             _print({"status": "ready", **info, "examples": examples}, True)
         else:
-            rows = {k: escape(str(v)) for k, v in info.items()}  # paths may hold [brackets]
-            out.print(_kv_table("styleship serve: ready (Ctrl-C to stop)", rows))
+            out.print(_kv_table("styleship serve: ready (Ctrl-C to stop)", info))
             out.print("try:\n  " + "\n  ".join(examples), markup=False, highlight=False)
         server.wait()
     finally:
@@ -157,7 +155,7 @@ def client(
     _print(
         {"output": str(output), "style_id": style_id, "bytes": len(result)},
         as_json,
-        escape(f"wrote {output} (style_id {style_id})"),
+        f"wrote {output} (style_id {style_id})",
     )
 
 
