@@ -59,6 +59,21 @@ def test_stylize_by_name_equals_stylize_with_the_painting(banked, contents):
             np.testing.assert_array_equal(by_name, by_image)
 
 
+def test_cli_stylizes_by_bank_name_and_refuses_unknown_names(banked, contents, tmp_path):
+    """`stylize -s NAME` through the command line equals the painting passed as a file."""
+    photo = contents[0]
+    by_name = run_cli("stylize", photo, "-m", banked, "-s", "the_scream", "-o", tmp_path / "a.png")
+    assert by_name.returncode == 0, by_name.stderr
+    painting = ASSETS / "styles/the_scream.jpg"
+    by_file = run_cli("stylize", photo, "-m", banked, "-s", painting, "-o", tmp_path / "b.png")
+    assert by_file.returncode == 0, by_file.stderr
+    a, b = im.read_image(tmp_path / "a.png").rgb, im.read_image(tmp_path / "b.png").rgb
+    np.testing.assert_array_equal(a, b)
+    bad = run_cli("stylize", photo, "-m", banked, "-s", "no_such", "-o", tmp_path / "c.png")
+    assert bad.returncode == 1 and "starry_night, the_scream" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "c.png").exists()
+
+
 def test_weighted_names_equal_mixing(banked, contents):
     spec = f"{PAINTINGS[0]}:0.7,{PAINTINGS[1]}:0.3"
     paths = [ASSETS / f"styles/{n}.jpg" for n in PAINTINGS]

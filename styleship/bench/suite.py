@@ -98,8 +98,9 @@ PEER_MIN_PSNR = 30.0  # dB against the peer's own output: the same picture, with
 
 
 def add_peer_parity(rows: list[dict]) -> None:
-    """PSNR of each output of the peer's model against the peer's output at the same size;
-    then the outputs' temporary files leave the rows."""
+    """PSNR of each style-cached output of the peer's model against the peer's output at the
+    same size (an uncached row encodes the style itself, at another size: not the same
+    inputs); then the outputs' temporary files leave the rows."""
     peer = {
         r["size"]: np.load(r["output"])
         for r in rows
@@ -107,12 +108,8 @@ def add_peer_parity(rows: list[dict]) -> None:
     }
     for r in rows:
         path = r.pop("output", None)
-        if (
-            path
-            and r["method"] != "peer"
-            and r["size"] in peer
-            and r["model"] in _peer_models(rows)
-        ):
+        same_inputs = r["style"] == "cached" and r["method"] != "peer" and r["size"] in peer
+        if path and same_inputs and r["model"] in _peer_models(rows):
             r["psnr_vs_peer_db"] = psnr(peer[r["size"]], np.load(path))
 
 

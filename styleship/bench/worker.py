@@ -78,7 +78,7 @@ def _case(job: dict, suite) -> dict:
             st = Stylizer(
                 bundle, case.backend, job["device"], case.precision, STYLE_SIZE, cache_dir=None
             )
-            backend = st._stylizer  # the engine the Stylizer runs
+            backend = st.engine
         else:
             st = None
             backend = create_backend(case.backend)

@@ -116,6 +116,12 @@ class Stylizer:
         backend.load(self.bundle, graph, self.device, self.precision)
         return backend
 
+    @property
+    def engine(self):
+        """The loaded backend that runs the stylizer graph: the benchmark times its compute
+        calls between end-to-end calls on the same instance."""
+        return self._stylizer
+
     def close(self) -> None:
         if self._encoder:
             self._encoder.close()
