@@ -49,6 +49,18 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+def _measured(samples: dict, load_ms: float, first_ms: float, mem) -> dict:
+    """What every timed case returns: the calls of each view, load, first call, memory."""
+    return {
+        "status": "ok",
+        "samples": {k: {"ms": v.ms, "faults": v.faults} for k, v in samples.items()},
+        "load_ms": load_ms,
+        "first_call_ms": first_ms,
+        "peak_rss_mib": mem.peak_mib,
+        "rss_growth_mib": mem.growth_mib,
+    }
+
+
 def _case(job: dict, suite) -> dict:
     """Compute calls, and end-to-end calls alternated with them on the same engine instance."""
     import numpy as np
@@ -105,13 +117,7 @@ def _case(job: dict, suite) -> dict:
             info = backend.info()
         finally:
             (st or backend).close()
-    return {
-        "status": "ok",
-        "samples": {k: {"ms": v.ms, "faults": v.faults} for k, v in samples.items()},
-        "load_ms": load_ms,
-        "first_call_ms": first_ms,
-        "peak_rss_mib": mem.peak_mib,
-        "rss_growth_mib": mem.growth_mib,
+    return _measured(samples, load_ms, first_ms, mem) | {
         "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if torch_cuda else None,
         "engine": info.engine_version,
         "device": info.device,
@@ -272,13 +278,7 @@ def _peer(job: dict, suite) -> dict:
         samples = measure_calls(fns, suite.timing)
     if job.get("output"):
         np.save(job["output"], np.ascontiguousarray(out[0]))
-    return {
-        "status": "ok",
-        "samples": {k: {"ms": v.ms, "faults": v.faults} for k, v in samples.items()},
-        "load_ms": load_ms,
-        "first_call_ms": first_ms,
-        "peak_rss_mib": mem.peak_mib,
-        "rss_growth_mib": mem.growth_mib,
+    return _measured(samples, load_ms, first_ms, mem) | {
         "peak_device_mib": None,
         "engine": f"onnxruntime {ort.__version__}",
         "device": "cpu",

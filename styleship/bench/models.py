@@ -1,0 +1,54 @@
+"""The suite's models as bundles: shipped ones as they are, seeded full-width ones built and
+exported once, pretrained ones imported once from the installed package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from styleship import __version__
+from styleship._hashing import sha256_json
+from styleship.bench.config import Suite
+from styleship.runtime.bundle import Bundle
+
+Log = Callable[[str], None]
+
+
+def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bundle:
+    """A shipped bundle as is, or a family+config built with seeded weights and exported once.
+
+    Exported bundles are cached under `work_dir` by a hash of what defines them.
+    """
+    spec = suite.models[model_id]
+    if spec.bundle is not None:
+        return Bundle.load(spec.bundle)
+    if spec.imported is not None:
+        return _imported(spec.imported, work_dir, log)
+    from styleship.export.onnx import export_bundle
+    from styleship.models.checkpoint import save_checkpoint
+    from styleship.models.registry import get_family
+
+    family = get_family(spec.family)
+    key = sha256_json(
+        {"family": spec.family, "config": spec.config, "vgg": spec.vgg, "seed": suite.seed}
+        | {"styleship": __version__, "precisions": ["fp32", "int8"], "int8_min_psnr": 30.0}
+    )[:16]
+    path = work_dir / f"{model_id}-{key}.{family.name}"
+    if (path / "manifest.json").is_file():
+        return Bundle.load(path)
+    log(f"building {model_id} (seeded random weights) and exporting it")
+    model, weights = family.create(family.config_from_dict(spec.config), spec.vgg, suite.seed)
+    ckpt = save_checkpoint(work_dir / f"{model_id}-{key}", family.name, model, weights)
+    return Bundle.load(export_bundle(ckpt, path, force=True, int8=True))
+
+
+def _imported(name: str, work_dir: Path, log: Log) -> Bundle:
+    """A pretrained network from the installed package, imported once per package version."""
+    from styleship.export import magenta
+
+    path = work_dir / f"{name}-{magenta.VERSION}.{name}"
+    if not (path / "manifest.json").is_file():
+        log(f"importing {name} from the installed {magenta.DIST}")
+        importer = magenta.import_magenta if name == "magenta" else magenta.import_multistyle26
+        importer(path, force=True)
+    return Bundle.load(path)
