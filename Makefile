@@ -36,7 +36,7 @@ train-demo: install
 	$(PY) -m styleship train vqvae $(TRAIN_ARGS) -o $(RUNS)/vqvae-demo
 	$(PY) -m styleship export $(RUNS)/vqvae-demo/final -o assets/models/vqvae-demo.vqvae --force
 
-# The CPU matrix on this machine (about 45 minutes on 2 cores); results are committed.
+# The CPU matrix on this machine (about 30 minutes on 2 cores); results are committed.
 bench: install
 	$(PY) -m styleship bench --suite cpu --out benchmarks/results/cpu
 
