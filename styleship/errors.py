@@ -24,3 +24,9 @@ class BackendUnavailable(StyleshipError):
 
 class ExportError(StyleshipError):
     """Conversion failed, or the exported graph does not match PyTorch."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an engine's (often multi-line) message, for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -25,6 +25,18 @@ def ssim(image: np.ndarray, reference: np.ndarray) -> float:
     )
 
 
+def gray_ssim(image: np.ndarray, reference: np.ndarray) -> float:
+    """SSIM of the luminance alone: structure kept, whatever the colours (the yardstick's
+    content score, bench/yardstick.py)."""
+    import cv2
+    from skimage.metrics import structural_similarity
+
+    def gray(x: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(np.clip(x, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY)
+
+    return float(structural_similarity(gray(image), gray(reference), data_range=1.0))
+
+
 class LossScorer:
     """Content and style loss of images at one size, against fixed content/style targets."""
 

@@ -29,9 +29,8 @@ from styleship.bench.images import SuiteImages
 from styleship.bench.metrics import LossScorer, quality
 from styleship.bench.models import prepare_model
 from styleship.bench.timing import Stats
-from styleship.bench.worker import first_line
 from styleship.bench.yardstick import Yardstick
-from styleship.errors import BackendUnavailable, StyleshipError
+from styleship.errors import BackendUnavailable, StyleshipError, first_line
 from styleship.runtime import image as im
 from styleship.runtime.backends import available_backends, create_backend, default_device
 from styleship.runtime.bundle import Bundle

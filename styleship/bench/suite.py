@@ -106,15 +106,12 @@ def add_peer_parity(rows: list[dict]) -> None:
         for r in rows
         if r["method"] == "peer" and r["view"] == "compute" and r.get("output")
     }
+    models = {r["model"] for r in rows if r["method"] == "peer"}
     for r in rows:
         path = r.pop("output", None)
         same_inputs = r["style"] == "cached" and r["method"] != "peer" and r["size"] in peer
-        if path and same_inputs and r["model"] in _peer_models(rows):
+        if path and same_inputs and r["model"] in models:
             r["psnr_vs_peer_db"] = psnr(peer[r["size"]], np.load(path))
-
-
-def _peer_models(rows: list[dict]) -> set[str]:
-    return {r["model"] for r in rows if r["method"] == "peer"}
 
 
 def peer_summary(rows: list[dict]) -> list[dict]:

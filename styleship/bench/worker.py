@@ -44,11 +44,6 @@ def tune_allocator() -> str:
     return f"glibc mallopt M_MMAP_MAX=0 M_TRIM_THRESHOLD={TRIM_THRESHOLD}"
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def _measured(samples: dict, load_ms: float, first_ms: float, mem) -> dict:
     """What every timed case returns: the calls of each view, load, first call, memory."""
     return {
@@ -304,7 +299,7 @@ KINDS = {"case": _case, "tiled": _tiled, "gatys": _gatys, "peer": _peer}
 def run_job(job: dict) -> dict:
     """The job's measurement, or a skipped/failed record with a one-line reason."""
     from styleship.bench.config import parse_suite
-    from styleship.errors import BackendUnavailable, StyleshipError
+    from styleship.errors import BackendUnavailable, StyleshipError, first_line
 
     try:
         suite = parse_suite(job["suite_text"], Path(job["suite_path"]))

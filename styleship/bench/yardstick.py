@@ -20,19 +20,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from styleship.bench.metrics import gray_ssim
 from styleship.errors import InputError
 
 SIDE = 256  # the predictor's input side
-
-
-def gray_ssim(image: np.ndarray, content: np.ndarray) -> float:
-    """Grayscale SSIM (Wang et al. 2004) of two H×W×3 RGB images in [0, 1]."""
-    from skimage.metrics import structural_similarity
-
-    def gray(x: np.ndarray) -> np.ndarray:
-        return cv2.cvtColor(np.clip(x, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY)
-
-    return float(structural_similarity(gray(image), gray(content), data_range=1.0))
 
 
 class Yardstick:

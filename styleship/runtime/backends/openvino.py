@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from styleship._lazy import require
-from styleship.errors import BackendUnavailable, InputError, ModelError
+from styleship.errors import BackendUnavailable, InputError, ModelError, first_line
 from styleship.runtime.backends.base import BaseBackend
 from styleship.runtime.backends.ort import cpu_threads
 
@@ -83,13 +83,15 @@ class OpenVinoBackend(BaseBackend):
         try:
             return self._core.read_model(str(path))
         except RuntimeError as exc:
-            raise ModelError(f"{path.name}: OpenVINO cannot read it ({_first(exc)})") from None
+            raise ModelError(
+                f"{path.name}: OpenVINO cannot read it ({first_line(exc, 200)})"
+            ) from None
 
     def _compile(self, model, what: str):
         try:
             return self._core.compile_model(model, "CPU", self._config).create_infer_request()
         except RuntimeError as exc:
-            raise ModelError(f"{what} ({_first(exc)})") from None
+            raise ModelError(f"{what} ({first_line(exc, 200)})") from None
 
     def _request_for(self, inputs: dict[str, np.ndarray]):
         """The request compiled for these exact shapes when they recur, else the dynamic one."""
@@ -127,7 +129,3 @@ class OpenVinoBackend(BaseBackend):
             "threads": self.threads or cpu_threads(),
             "static_shapes": [dict(k) for k in self._static],
         }
-
-
-def _first(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "error"

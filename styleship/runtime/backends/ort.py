@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from styleship._lazy import require
-from styleship.errors import BackendUnavailable, ModelError
+from styleship.errors import BackendUnavailable, ModelError, first_line
 from styleship.runtime.backends.base import BaseBackend
 
 PROVIDERS = {
@@ -116,10 +116,9 @@ class OrtBackend(BaseBackend):
         try:
             self._session = ort.InferenceSession(str(path), opts, providers=chain)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-            first = (
-                str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            )
-            raise ModelError(f"{path.name}: ONNX Runtime cannot load it ({first})") from None
+            raise ModelError(
+                f"{path.name}: ONNX Runtime cannot load it ({first_line(exc, 200)})"
+            ) from None
         if self._session.get_providers()[0] != wanted:
             raise BackendUnavailable(f"ONNX Runtime did not enable {wanted} for {path.name}")
         self.check_io_names(
