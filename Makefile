@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 # The CPU build of torch: this pin is the wheel the build machines keep on disk;
 # an unpinned `torch` would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# Optional extras to install; CI adds `ray` (styleship batch, about 500 MB with pyarrow and pandas).
+EXTRAS ?= cpu,openvino,torch,bench,serve,dev
 
 .PHONY: install demo test lint clean train-demo bench bench-quick bench-gpu serve-demo loadtest-demo
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[cpu,openvino,torch,bench,serve,dev]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: install

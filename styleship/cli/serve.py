@@ -53,6 +53,8 @@ def serve(
     exit_timeout: int = typer.Option(30, min=0, help="Seconds in-flight requests get on stop."),
     log_file: Path = typer.Option(None, help="Triton's log (default: a file under /tmp)."),
     verbose: bool = typer.Option(False, "--verbose", help="Triton's log on the console."),
+    ui: bool = typer.Option(False, "--ui", help="Also serve the browser playground."),
+    ui_port: int = typer.Option(8080, min=1, max=65535, help="The playground's port."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Serve bundles with NVIDIA Triton (PyTriton): <name>_style and <name> per bundle.
@@ -61,7 +63,12 @@ def serve(
     health at /v2/health/ready and Prometheus metrics. Stops cleanly on Ctrl-C
     or SIGTERM, letting in-flight requests finish.
 
+    --ui adds a one-page playground (its own port, --ui-port) that sends every
+    try to this Triton server: pick a model, a photo and a style, see the result.
+
     Example: styleship serve assets/models/stvae-demo.stvae --http-port 8000
+
+    Example: styleship serve build/magenta.magenta --ui   (then open http://localhost:8080)
     """
     from styleship.serve.server import ServeConfig, Server, urls
 
@@ -87,10 +94,22 @@ def serve(
         verbose=verbose,
     )
     server = Server(bundles, config)
-    with err.status("starting Triton"):
-        server.start()
+    playground = None
     try:
-        where = urls(config)
+        if ui:  # bound before Triton starts, so a taken port fails fast
+            from styleship.serve.ui import for_server
+
+            playground = for_server(server.served, config, ui_port)
+            playground.start()
+        with err.status("starting Triton"):
+            server.start()
+    except BaseException:
+        if playground is not None:
+            playground.stop()
+        server.stop()
+        raise
+    try:
+        where = urls(config) | ({"playground": playground.url} if playground else {})
         first = server.served[0].name
         info = {
             "models": server.model_names,
@@ -111,6 +130,8 @@ def serve(
         server.wait()
     finally:
         with err.status("stopping (in-flight requests finish first)"):
+            if playground is not None:
+                playground.stop()
             server.stop()
     _print({"status": "stopped"}, as_json, "stopped")
 
