@@ -153,3 +153,64 @@ def test_triton_plan_needs_engines(small_bundle, tmp_path):
     with pytest.raises(InputError, match="GPU instances"):
         export_triton(small_bundle, tmp_path / "r", platform="tensorrt_plan", kind="KIND_CPU")
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def _fake_engines(bundle_path, sizes=(256, 512, 1024), max_batch=4):
+    """An engines directory as `styleship build` leaves it: plans (stand-in bytes) and a
+    build.json whose profiles come from the same function the builder uses."""
+    import json
+
+    from styleship.runtime.engines import engine_dir, engine_name, profiles
+
+    bundle = Bundle.load(bundle_path)
+    directory = engine_dir(bundle, "sm90-stand-in-gpu", "10.13.3.9")
+    directory.mkdir(parents=True)
+    engines = {}
+    for graph in ("style_encoder", "stylizer"):
+        name = engine_name(graph, "fp16")
+        (directory / name).write_bytes(b"stand-in plan")
+        engines[name] = {
+            "onnx": f"{graph}.onnx",
+            "onnx_sha256": bundle.manifest["files"][f"{graph}.onnx"],
+            "profiles": profiles(bundle.graph(graph), list(sizes), max_batch, 16),
+        }
+    record = {"format": "styleship-engines", "format_version": 1, "engines": engines}
+    (directory / "build.json").write_text(json.dumps(record))
+    return directory
+
+
+def test_triton_plans_list_every_profile_of_build_json(bundle_copy, tmp_path):
+    from styleship.export.triton import export_triton
+
+    engines = _fake_engines(bundle_copy, sizes=(256, 512, 1024), max_batch=4)
+    repo = tmp_path / "repo"
+    export_triton(
+        bundle_copy, repo, "tensorrt_plan", max_batch=4, warmup_sizes=(512,), precision="fp16"
+    )
+    for model in ("small", "small_style"):
+        config = _parse(repo / model / "config.pbtxt")
+        assert config.platform == "tensorrt_plan" and config.max_batch_size == 4
+        # Profile 0 stops at 256 px: without the list, Triton would use it alone and
+        # the 512 warm-up would fail.
+        assert [list(g.profile) for g in config.instance_group] == [["0", "1", "2"]]
+        plan = (repo / model / "1" / "model.plan").read_bytes()
+        graph = "stylizer" if model == "small" else "style_encoder"
+        assert plan == (engines / f"{graph}.fp16.plan").read_bytes()
+    pipe = _parse(repo / "small_pipeline" / "config.pbtxt")
+    alpha = next(t for t in pipe.input if t.name == "alpha")
+    assert list(alpha.dims) == [1] and not alpha.HasField("reshape")  # reshape: models only
+
+
+def test_triton_plans_refuse_a_batch_or_warm_up_the_engines_cannot_take(bundle_copy, tmp_path):
+    _fake_engines(bundle_copy, sizes=(256, 512), max_batch=4)
+    repo = tmp_path / "repo"
+    args = ("export-triton", bundle_copy, "-o", repo, "--platform", "tensorrt_plan")
+    r = run_cli(*args, "--precision", "fp16", "--max-batch", "16", "--warmup", "256")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert "--max-batch 16 is above the" in r.stderr and "largest batch 4" in r.stderr
+    r = run_cli(*args, "--precision", "fp16", "--max-batch", "4", "--warmup", "1024")
+    assert r.returncode == 1 and "warm-up size 1024 fits none" in r.stderr
+    assert "largest side 512" in r.stderr
+    assert not repo.exists() or not any(repo.iterdir())  # nothing half-written
+    r = run_cli(*args, "--precision", "fp16", "--max-batch", "4", "--warmup", "512")
+    assert r.returncode == 0, r.stderr

@@ -23,7 +23,7 @@ from pathlib import Path
 from styleship import _atomic
 from styleship.errors import InputError, ModelError
 from styleship.runtime.bundle import Bundle, TensorSpec
-from styleship.runtime.engines import engine_name, read_build
+from styleship.runtime.engines import BUILD_JSON, engine_name, pick_profile, read_build
 
 PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan")
 DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64"}
@@ -40,16 +40,24 @@ def _dims(spec: TensorSpec) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in spec.shape[1:]]
 
 
-def _tensor(spec: TensorSpec) -> str:
+def _tensor(spec: TensorSpec, reshape: bool = True) -> str:
+    """One input/output entry. A per-request scalar (α) is `dims: [1]` to Triton; the model
+    itself sees none, so a model (not an ensemble) adds `reshape: { shape: [] }`.
+
+    An ensemble must not repeat that reshape: Triton checks an ensemble tensor by its
+    reshaped shape against the composing model's un-reshaped dims, and [-1] against
+    [-1, 1] fails the whole repository ("inconsistent shape").
+    """
     dims = _dims(spec)
     body = f'name: "{spec.name}" data_type: {DTYPES[spec.dtype]}'
-    if not dims:  # a per-request scalar (α): Triton needs one dim, the model sees none
-        return body + " dims: [ 1 ] reshape: { shape: [ ] }"
+    if not dims:
+        return body + " dims: [ 1 ]" + (" reshape: { shape: [ ] }" if reshape else "")
     return body + f" dims: [ {', '.join(map(str, dims))} ]"
 
 
-def _io(label: str, specs) -> str:
-    return f"{label} [\n" + ",\n".join(f"  {{ {_tensor(s)} }}" for s in specs) + "\n]\n"
+def _io(label: str, specs, reshape: bool = True) -> str:
+    entries = ",\n".join(f"  {{ {_tensor(s, reshape)} }}" for s in specs)
+    return f"{label} [\n{entries}\n]\n"
 
 
 def _warmup(specs, sizes: list[int], code_shapes: dict[str, list[int]]) -> str:
@@ -78,15 +86,21 @@ def _config(
     instances: int,
     kind: str,
     warmup: str,
+    profiles: int = 0,
 ) -> str:
+    """A model's config.pbtxt; `profiles` > 0 lists a TensorRT plan's optimisation profiles
+    in the instance group (Triton uses only profile 0 when none is listed)."""
     preferred = sorted({b for b in (2, 4, 8, max_batch) if b <= max_batch})
+    profile = (
+        " profile: [ " + ", ".join(f'"{i}"' for i in range(profiles)) + " ]" if profiles else ""
+    )
     return (
         f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: {max_batch}\n'
         + _io("input", inputs)
         + _io("output", outputs)
         + f"dynamic_batching {{ preferred_batch_size: [ {', '.join(map(str, preferred))} ] "
         f"max_queue_delay_microseconds: {delay_us} }}\n"
-        + f"instance_group [ {{ count: {instances} kind: {kind} }} ]\n"
+        + f"instance_group [ {{ count: {instances} kind: {kind}{profile} }} ]\n"
         + warmup
     )
 
@@ -104,8 +118,8 @@ def _ensemble(name: str, style_model: str, stylizer_model: str, bundle: Bundle, 
     )
     return (
         f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {max_batch}\n'
-        + _io("input", inputs)
-        + _io("output", sty.outputs)
+        + _io("input", inputs, reshape=False)
+        + _io("output", sty.outputs, reshape=False)
         + "ensemble_scheduling { step [\n"
         + f'  {{ model_name: "{style_model}" model_version: -1 {step1} }},\n'
         + f'  {{ model_name: "{stylizer_model}" model_version: -1 {step2} }}\n'
@@ -147,10 +161,16 @@ def export_triton(
         for t in (bundle.graph("style_encoder").outputs if styled else ())
         if all(isinstance(d, int) for d in t.shape[1:])
     }
+    # Resolve and check every model's file before writing any, so a refusal leaves no
+    # half-written repository.
+    sources = {g: _model_file(bundle, g, platform, engines, precision) for g in names}
+    for graph, (_, _, built) in sources.items():
+        if built is not None:
+            _check_plan(bundle, graph, built, max_batch, warmup_sizes)
     repo.mkdir(parents=True, exist_ok=True)
     for graph, name in names.items():
         info = bundle.graph(graph)
-        source, file_name = _model_file(bundle, graph, platform, engines, precision)
+        source, file_name, built = sources[graph]
         with _atomic.staged_dir(repo / name, overwrite=force) as stage:
             (stage / "1").mkdir()
             shutil.copyfile(source, stage / "1" / file_name)
@@ -167,6 +187,7 @@ def export_triton(
                     instances,
                     kind,
                     warm,
+                    profiles=len(built) if built else 0,
                 ),
             )
     if not styled:
@@ -180,9 +201,10 @@ def export_triton(
     return targets
 
 
-def _model_file(bundle, graph, platform, engines, precision) -> tuple[Path, str]:
+def _model_file(bundle, graph, platform, engines, precision) -> tuple[Path, str, list | None]:
+    """(file to copy, its name in the repository, the plan's profiles from build.json)."""
     if platform == "onnxruntime_onnx":
-        return bundle.graph_file(graph, precision), "model.onnx"
+        return bundle.graph_file(graph, precision), "model.onnx", None
     directory = Path(engines) if engines else None
     if directory is None:
         found = sorted((bundle.path / "engines").glob("*/build.json"))
@@ -192,10 +214,44 @@ def _model_file(bundle, graph, platform, engines, precision) -> tuple[Path, str]
                 f"{len(found)} under {bundle.path / 'engines'})"
             )
         directory = found[0].parent
-    read_build(directory)
-    path = directory / engine_name(graph, precision)
-    if not path.is_file():
+    record = read_build(directory)
+    name = engine_name(graph, precision)
+    path = directory / name
+    entry = record.get("engines", {}).get(name)
+    if not path.is_file() or entry is None:
         raise ModelError(
             f"{path} is missing: styleship build {bundle.path} --precision {precision}"
         )
-    return path, "model.plan"
+    if not entry.get("profiles"):
+        raise ModelError(f"{directory / BUILD_JSON} lists no optimisation profiles for {name}")
+    return path, "model.plan", entry["profiles"]
+
+
+def _check_plan(bundle, graph: str, built: list, max_batch: int, warmup_sizes) -> None:
+    """Refuse what a plan cannot load: a max_batch_size above every profile's largest batch
+    (Triton fails at load), or warm-up sizes that fit no profile (the warm-up fails)."""
+    batched = [t.name for t in bundle.graph(graph).inputs if t.shape and t.shape[0] == "batch"]
+    limit = min((p[n]["max"][0] for p in built for n in batched if n in p), default=None)
+    if limit is not None and max_batch > limit:
+        raise InputError(
+            f"--max-batch {max_batch} is above the {graph} engine's largest batch {limit} "
+            f"(build.json): pass --max-batch {limit} or rebuild with "
+            f"`styleship build {bundle.path} --max-batch {max_batch}`"
+        )
+    inputs = bundle.graph(graph).inputs
+    spatial = [  # (input, axis) of every named axis but the batch: the image sides
+        (t.name, i) for t in inputs for i, d in enumerate(t.shape) if isinstance(d, str) and i
+    ]
+    largest = max((p[n]["max"][i] for p in built for n, i in spatial if n in p), default=0)
+    for size in warmup_sizes:
+        shapes = {
+            t.name: tuple(1 if d == "batch" else size if isinstance(d, str) else d for d in t.shape)
+            for t in inputs
+        }
+        try:
+            pick_profile(built, shapes)
+        except ModelError:
+            raise InputError(
+                f"warm-up size {size} fits none of the {graph} engine's profiles (largest "
+                f"side {largest}): pass --warmup at most {largest} or build with larger --shapes"
+            ) from None
