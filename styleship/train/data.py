@@ -34,7 +34,13 @@ class FolderDataset:
             raise InputError(f"no images ({', '.join(EXTENSIONS)}) below {self.root}")
         self.skipped: set[Path] = set()
         self._cache: dict[Path, np.ndarray] = {}
+        self._cache_limit = cache_limit
         self._cache_all = len(self.files) <= cache_limit
+
+    def add_files(self, paths: list[Path]) -> None:
+        """Draw from these files too (e.g. the teacher's minted styles), in a fixed order."""
+        self.files = sorted(set(self.files) | set(paths))
+        self._cache_all = len(self.files) <= self._cache_limit
 
     def __len__(self) -> int:
         return len(self.files)

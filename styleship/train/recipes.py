@@ -37,6 +37,11 @@ class Preset:
     # VGG layers of the content loss in the stylization phase. relu4_1 alone (the
     # papers' choice) keeps too little of the photo's layout with random VGG features.
     content_layers: tuple[str, ...] = ("relu4_1",)
+    # Submodules trained beside each phase's own (e.g. "encoder": the paper keeps the
+    # ST-VAE encoder frozen; a trainable one keeps more of the photo, see docs/models/stvae.md).
+    also_train: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    # Distillation (train/teacher.py): minted style images added to the style set.
+    minted_styles: int = 0
     config: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
     checkpoint_every: int = 200
@@ -48,7 +53,8 @@ class Preset:
 class Phase:
     name: str
     trainable: Callable[[nn.Module], list[nn.Parameter]]
-    # (model, loss net, content, style, preset) -> (total, logged terms, output image)
+    # (model, loss net, content, style, preset, teacher target or None)
+    #   -> (total, logged terms, output image)
     loss: Callable[..., tuple[torch.Tensor, Terms, torch.Tensor]]
     frozen_eval: Callable[[nn.Module], list[nn.Module]] = lambda m: []
 
@@ -58,16 +64,31 @@ def _perceptual(ln, out, ref) -> torch.Tensor:
     return sum(F.mse_loss(fo[k], fr[k]) for k in L.STYLE_LAYERS)
 
 
-def _stvae_reconstruct(model, ln, c, s, p):
-    w = p.weights
+def _teacher_terms(ln, fo: dict, out, target) -> Terms:
+    """Pixel (L1) and feature (VGG MSE, relu1_1..relu4_1) distances to the teacher's output."""
+    if target is None:
+        return {}
     with torch.no_grad():
-        feat = model.encoder(c)
+        ft = ln(target)
+    return {
+        "teacher_pixel": F.l1_loss(out, target),
+        "teacher_feature": sum(F.mse_loss(fo[k], ft[k]) for k in L.STYLE_LAYERS),
+    }
+
+
+def _weighted(w: dict, terms: Terms) -> torch.Tensor:
+    return sum(w[k] * v for k, v in terms.items())
+
+
+def _stvae_reconstruct(model, ln, c, s, p, target=None):
+    w = p.weights
+    feat = model.encoder(c)  # tracked only when the preset trains the encoder
     out = model.decoder(feat)
     terms = {"l1": F.l1_loss(out, c), "perceptual": _perceptual(ln, out, c)}
     return terms["l1"] + w["perceptual"] * terms["perceptual"], terms, out.clamp(0, 1)
 
 
-def _stvae_transform(model, ln, c, s, p):
+def _stvae_transform(model, ln, c, s, p, target=None):
     w = p.weights
     code, kl = model.encode_style_kl(s)
     out = model.stylize(c, **code, alpha=torch.ones(c.shape[0], device=c.device))
@@ -78,12 +99,12 @@ def _stvae_transform(model, ln, c, s, p):
         "gram": L.gram_loss(fo, fs),
         "kl": kl / c.shape[0],
         "tv": L.tv_loss(out),
+        **_teacher_terms(ln, fo, out, target),
     }
-    total = sum(w[k] * v for k, v in terms.items())
-    return total, terms, out
+    return _weighted(w, terms), terms, out
 
 
-def _vqvae_reconstruct(model, ln, c, s, p):
+def _vqvae_reconstruct(model, ln, c, s, p, target=None):
     w = p.weights
     x = torch.cat([c, s])
     feats = model.encoder(x)
@@ -99,7 +120,7 @@ def _vqvae_reconstruct(model, ln, c, s, p):
     return total, terms, out[: c.shape[0]]
 
 
-def _vqvae_stylize(model, ln, c, s, p):
+def _vqvae_stylize(model, ln, c, s, p, target=None):
     w = p.weights
     with torch.no_grad():
         feats_c = model.encoder(c)
@@ -113,8 +134,9 @@ def _vqvae_stylize(model, ln, c, s, p):
         "style": L.mean_std_loss(fo, fs),
         "gram": L.gram_loss(fo, fs),
         "identity": F.l1_loss(same, c),
+        **_teacher_terms(ln, fo, out, target),
     }
-    return sum(w[k] * v for k, v in terms.items()), terms, out
+    return _weighted(w, terms), terms, out
 
 
 def _params(*names: str) -> Callable[[nn.Module], list[nn.Parameter]]:
@@ -157,6 +179,17 @@ _PAPER = Preset(
 # Small enough to train on a 2-core CPU in under half an hour per family.
 _DEMO = Preset(steps=3000, size=128, batch=4, width=0.25, lr=5e-4, loss_width=0.5, phase1=0.5)
 
+# Distillation from a pretrained teacher (train/teacher.py): the teacher's output is the
+# main target; the family's own terms stay, lighter, as a prior. Feature terms use
+# whatever VGG-19 the run has (random:SEED here), which is what the recipe records.
+_DISTILL_TERMS = {"teacher_pixel": 10.0, "teacher_feature": 1.0}
+_STVAE_DISTILL_W = {**_STVAE_W, "content": 1.0, "style": 1.0, "gram": 10.0, **_DISTILL_TERMS}
+_VQVAE_DISTILL_W = {**_VQVAE_W, "content": 0.5, "style": 1.0, "gram": 10.0, **_DISTILL_TERMS}
+# Sized to about 30 minutes per family on a 2-core CPU (measured: docs/training.md).
+_DISTILL_DEMO = replace(_DEMO, size=160, phase1=0.3, minted_styles=48)
+# GPU-sized: the papers' crops and widths, teacher targets throughout phase 2.
+_DISTILL = replace(_PAPER, steps=100_000, phase1=0.3, minted_styles=512)
+
 PRESETS: dict[tuple[str, str], Preset] = {
     ("stvae", "paper"): replace(_PAPER, steps=160_000, weights=_STVAE_W),
     ("vqvae", "paper"): replace(_PAPER, lr=2e-4, weights=_VQVAE_W),
@@ -167,4 +200,22 @@ PRESETS: dict[tuple[str, str], Preset] = {
         content_layers=("relu2_1", "relu3_1", "relu4_1"),
     ),
     ("vqvae", "demo"): replace(_DEMO, steps=2000, config={"codebook_size": 256}, weights=_VQVAE_W),
+    ("stvae", "distill-demo"): replace(
+        _DISTILL_DEMO,
+        steps=3000,
+        config={"z_dim": 64, "matrix_size": 16},
+        weights=_STVAE_DISTILL_W,
+        content_layers=("relu2_1", "relu3_1", "relu4_1"),
+        also_train=(("encoder",), ("encoder", "decoder")),
+    ),
+    ("vqvae", "distill-demo"): replace(
+        _DISTILL_DEMO, steps=2500, config={"codebook_size": 256}, weights=_VQVAE_DISTILL_W
+    ),
+    ("stvae", "distill"): replace(
+        _DISTILL,
+        weights=_STVAE_DISTILL_W,
+        content_layers=("relu2_1", "relu3_1", "relu4_1"),
+        also_train=(("encoder",), ("encoder", "decoder")),
+    ),
+    ("vqvae", "distill"): replace(_DISTILL, lr=2e-4, weights=_VQVAE_DISTILL_W),
 }

@@ -89,6 +89,7 @@ class Trainer:
         device: str | None = None,
         resume: bool = False,
         init: Path | None = None,
+        teacher: Path | None = None,
     ) -> None:
         self.spec = get_family(family)
         if (family, preset) not in PRESETS:
@@ -140,11 +141,40 @@ class Trainer:
                 "init": created,
                 "loss_network": self.loss_net.provenance,
             }
+        self.teacher = self._teacher(teacher)
+        if not resume:
+            self.weights["teacher"] = self.teacher.provenance if self.teacher else None
         self.model.to(self.device)
         self._resume_state = state
         self.phase1_steps = round(p.phase1 * p.steps)
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
         (self.out / "samples").mkdir(exist_ok=True)
+
+    def _teacher(self, bundle: Path | None):
+        """The distillation teacher, with minted styles added to the style set."""
+        distils = "teacher_pixel" in self.preset.weights
+        if bundle is None:
+            if distils:
+                raise InputError(f"preset {self.preset_name} distils: pass --teacher BUNDLE")
+            return None
+        if not distils:
+            raise InputError(
+                f"preset {self.preset_name} has no teacher terms: use a distill preset "
+                "(distill-demo, distill) with --teacher"
+            )
+        from styleship.train.teacher import Teacher
+
+        teacher = Teacher(bundle)
+        if self.preset.minted_styles:
+            minted = teacher.mint_styles(
+                self.content.files,
+                self.style.files,
+                self.preset.minted_styles,
+                self.out / "minted_styles",
+                self.seed,
+            )
+            self.style.add_files(minted)
+        return teacher
 
     # -- checkpoints -------------------------------------------------------
     def _load_latest(self):
@@ -206,8 +236,11 @@ class Trainer:
             "losses": terms,
             "command": " ".join(["styleship", *sys.argv[1:]]),
             "data": {
+                "content_dir": str(self.content.root),
+                "style_dir": str(self.style.root),
                 "content": len(self.content),
                 "style": len(self.style),
+                "minted_styles": self.preset.minted_styles if self.teacher else 0,
                 "skipped": len(self.content.skipped) + len(self.style.skipped),
             },
             "codes_in_use": self._codes_in_use(),
@@ -220,6 +253,9 @@ class Trainer:
         phase = PHASES[self.spec.name][index]
         self.model.requires_grad_(False)
         params = phase.trainable(self.model)
+        for name in self.preset.also_train[index]:
+            known = {id(q) for q in params}
+            params += [q for q in getattr(self.model, name).parameters() if id(q) not in known]
         for param in params:
             param.requires_grad_(True)
         opt = torch.optim.AdamW(params, lr=self.preset.lr, weight_decay=0.0)
@@ -281,10 +317,14 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
             c = torch.from_numpy(self.batches[0](step)).to(self.device)
-            s = torch.from_numpy(self.batches[1](step)).to(self.device)
+            s_np = self.batches[1](step)
+            s = torch.from_numpy(s_np).to(self.device)
             t0 = time.perf_counter()
+            target = None
+            if self.teacher is not None and index == 1:
+                target = torch.from_numpy(self.teacher(c.cpu().numpy(), s_np)).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, terms, out = phase.loss(self.model, self.loss_net, c, s, p)
+                loss, terms, out = phase.loss(self.model, self.loss_net, c, s, p, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
@@ -310,6 +350,8 @@ class Trainer:
         final = self._finish(total, terms_f, elapsed)
         self.batches[0].close()
         self.batches[1].close()
+        if self.teacher is not None:
+            self.teacher.close()
         return final
 
     def _write_log(self, path: Path, rows: list) -> None:

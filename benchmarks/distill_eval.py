@@ -1,0 +1,145 @@
+"""Held-out quality of distilled students against their pretrained teacher.
+
+Every (photo, painting) pair of `assets/heldout/` (never trained on, see
+docs/training.md) is stylized by the teacher and by each model; Magenta's
+pretrained style predictor scores them (styleship/bench/yardstick.py):
+
+- style gain = mean over pairs of (match(O) - floor) / mean over pairs of
+  (match(teacher) - floor): 0 is the unstylized photo, 1 the teacher's step;
+- content SSIM = mean grayscale SSIM of the output against the photo.
+
+With --time, each bundle's end-to-end `stylize` time at 512x512 is measured
+(median of repeated calls, style code cached) on each backend, fp32, one
+bundle at a time in this process; run it with nothing else on the CPU.
+
+    python benchmarks/distill_eval.py --teacher build/demo/magenta-0.1.0.magenta \\
+        --model stvae=assets/models/stvae-demo.stvae --model vqvae=assets/models/vqvae-demo.vqvae \\
+        --out benchmarks/results/distill --time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from styleship import _atomic
+from styleship.bench.metrics import gray_ssim
+from styleship.bench.yardstick import Yardstick
+from styleship.runtime import image as im
+from styleship.runtime.stylizer import Stylizer
+
+HELDOUT = Path(__file__).resolve().parent.parent / "assets" / "heldout"
+EXTS = (".jpg", ".jpeg", ".png")
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTS)
+
+
+def stylize_pairs(bundle: Path, pairs, side: int) -> list[np.ndarray]:
+    with Stylizer(bundle, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
+        return [st.stylize(c, s, max_size=side, tile=None).rgb for c, s in pairs]
+
+
+def score(name: str, outputs, teacher_outputs, pairs, stick: Yardstick, side: int) -> dict:
+    steps, top_steps, ssims, per_pair = [], [], [], []
+    for (c, s), out, top in zip(pairs, outputs, teacher_outputs):
+        content = im.resize_max_side(im.read_image(c).rgb, side)
+        code_s = stick.code(im.read_image(s).rgb)
+        floor = stick.cosine(stick.code(content), code_s)
+        match = stick.cosine(stick.code(out), code_s)
+        top_match = stick.cosine(stick.code(top), code_s)
+        ssim = gray_ssim(out, content)
+        steps.append(match - floor)
+        top_steps.append(top_match - floor)
+        ssims.append(ssim)
+        per_pair.append(
+            {"content": c.name, "style": s.name, "match": match, "floor": floor, "ssim": ssim}
+        )
+    return {
+        "model": name,
+        "style_gain": float(np.mean(steps) / np.mean(top_steps)),
+        "content_ssim": float(np.mean(ssims)),
+        "style_match": float(np.mean([p["match"] for p in per_pair])),
+        "floor": float(np.mean([p["floor"] for p in per_pair])),
+        "pairs": per_pair,
+    }
+
+
+def time_bundle(bundle: Path, backend: str, calls: int = 15) -> float:
+    """Median seconds of one end-to-end 512x512 stylize, style code cached."""
+    rng = np.random.default_rng(0)
+    photo = im.Image(rng.random((512, 512, 3), dtype=np.float32))
+    style = _images(HELDOUT / "styles")[0]
+    with Stylizer(bundle, backend=backend, precision="fp32", cache_dir=None) as st:
+        for _ in range(3):
+            st.stylize(photo, style, tile=None)
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            st.stylize(photo, style, tile=None)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def markdown(result: dict) -> str:
+    backends = result.get("timing_backends", [])
+    head = "| model | style gain | content SSIM | style match (floor) |"
+    head += "".join(f" ms @512² {b} fp32 |" for b in backends)
+    lines = [head, "|---" * (4 + len(backends)) + "|"]
+    for r in result["rows"]:
+        cells = [
+            r["model"],
+            f"{r['style_gain']:.2f}",
+            f"{r['content_ssim']:.3f}",
+            f"{r['style_match']:.3f} ({r['floor']:.3f})",
+        ]
+        cells += [f"{r['ms'][b]:.1f}" if b in r.get("ms", {}) else "-" for b in backends]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", type=Path, required=True)
+    ap.add_argument("--model", action="append", default=[], help="NAME=BUNDLE")
+    ap.add_argument("--side", type=int, default=384, help="long side of the held-out photos")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--time", action="store_true", help="also time each bundle at 512x512")
+    ap.add_argument("--backends", default="openvino,ort-cpu")
+    args = ap.parse_args(argv)
+    pairs = [(c, s) for c in _images(HELDOUT / "content") for s in _images(HELDOUT / "styles")]
+    stick = Yardstick()
+    models = [("teacher", args.teacher)] + [
+        (spec.split("=", 1)[0], Path(spec.split("=", 1)[1])) for spec in args.model
+    ]
+    outputs = {name: stylize_pairs(path, pairs, args.side) for name, path in models}
+    rows = [score(n, outputs[n], outputs["teacher"], pairs, stick, args.side) for n, _ in models]
+    backends = args.backends.split(",") if args.time else []
+    for (_, path), row in zip(models, rows):
+        row["bundle"] = str(path)
+        row["ms"] = {b: 1000 * time_bundle(path, b) for b in backends}
+    result = {
+        "pairs": len(pairs),
+        "side": args.side,
+        "yardstick": stick.source,
+        "machine": platform.processor() or platform.machine(),
+        "timing_backends": backends,
+        "rows": rows,
+    }
+    _atomic.ensure_dir(args.out)
+    _atomic.write_text(args.out / "heldout.json", json.dumps(result, indent=2) + "\n")
+    _atomic.write_text(args.out / "heldout.md", markdown(result))
+    sys.stdout.write(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

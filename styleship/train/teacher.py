@@ -1,0 +1,108 @@
+"""A pretrained teacher for distillation: any styleship bundle, run through the runtime.
+
+Pretrained VGG-19 weights cannot be fetched on the build machines, so a
+student trained on random VGG features learns little of what a painting's
+style is. A pretrained style network (Magenta's, imported with
+`styleship import magenta`) can show it instead: for every (content crop,
+style crop) pair the teacher's output is a target the student is pulled
+toward (pixel and feature terms in `train/recipes.py`). The teacher runs
+without gradients on ONNX Runtime or OpenVINO in fp32, whatever the student
+trains on.
+
+The teacher also mints extra style images: a training photo stylized with a
+random mix of two training paintings' codes, its hue turned and saturation
+scaled at random, is a new, plausible painting style with its own palette.
+That widens the style set beyond the few paintings we have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from styleship import _atomic
+from styleship.errors import InputError
+from styleship.runtime import image as im
+from styleship.runtime.stylizer import Job, Stylizer
+
+
+def recolour(rgb: np.ndarray, hue_degrees: float, saturation: float) -> np.ndarray:
+    """Turn the hue and scale the saturation of an RGB picture in [0, 1] (OpenCV HSV)."""
+    hsv = cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32), cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = (hsv[..., 0] + hue_degrees) % 360.0
+    hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0.0, 1.0)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+class Teacher:
+    """Targets for batches of (content, style) crops from a bundle, in fp32, no gradients."""
+
+    def __init__(self, bundle: str | Path, backend: str | None = None) -> None:
+        self.stylizer = Stylizer(bundle, backend=backend, precision="fp32", cache_dir=None)
+        if not self.stylizer.bundle.has_style_input:
+            raise InputError(
+                f"teacher {bundle} takes no style image: distillation needs an arbitrary-style "
+                "bundle (e.g. styleship import magenta)"
+            )
+        bundle_obj = self.stylizer.bundle
+        self.provenance = {
+            "bundle": bundle_obj.name,
+            "path": str(bundle),
+            "hash": bundle_obj.hash,
+            "backend": self.stylizer.backend_name,
+            "precision": "fp32",
+        }
+
+    def code(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """The teacher's style code of one H×W×3 picture."""
+        return self.stylizer.style_code(im.Image(np.ascontiguousarray(rgb, np.float32)))
+
+    def __call__(self, content: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """(B,3,H,W) content and style crops in [0, 1] -> the teacher's (B,3,H,W) outputs."""
+        jobs = [
+            Job(
+                im.Image(np.ascontiguousarray(c.transpose(1, 2, 0))),
+                self.code(s.transpose(1, 2, 0)),
+            )
+            for c, s in zip(content, style)
+        ]
+        out = self.stylizer.stylize_batch(jobs)
+        return np.stack([o.rgb.transpose(2, 0, 1) for o in out]).astype(np.float32)
+
+    def mint_styles(
+        self,
+        photos: list[Path],
+        paintings: list[Path],
+        count: int,
+        out_dir: Path,
+        seed: int,
+        side: int = 384,
+    ) -> list[Path]:
+        """Write `count` new style images: a photo stylized with a random two-painting mix.
+
+        Deterministic for a seed; files that already exist are kept (a resumed run
+        reuses them).
+        """
+        rng = np.random.default_rng([seed, 7])
+        _atomic.ensure_dir(out_dir)
+        written = []
+        for i in range(count):
+            photo = photos[rng.integers(len(photos))]
+            a, b = rng.choice(len(paintings), 2, replace=len(paintings) < 2)
+            weight = float(rng.uniform(0.2, 0.8))
+            path = out_dir / f"minted_{i:03d}.jpg"
+            written.append(path)
+            if path.is_file():
+                continue
+            code = self.stylizer.mixed_code([paintings[a], paintings[b]], [weight, 1 - weight])
+            content = im.read_image(photo)
+            content = im.Image(im.resize_max_side(content.rgb, side))
+            result = self.stylizer.stylize_batch([Job(content, code)])[0].rgb
+            turned = recolour(result, float(rng.uniform(0, 360)), float(rng.uniform(0.7, 1.3)))
+            im.write_image(path, im.Image(turned))
+        return written
+
+    def close(self) -> None:
+        self.stylizer.close()

