@@ -69,14 +69,16 @@ def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str, log
     grid, outputs = [], []
     with Stylizer(bundle, backend=backend, cache_dir=out_dir / "style-cache") as st:
         name = st.bundle.name
-        (out_dir / name).mkdir(parents=True, exist_ok=True)
+        # Beside the bundles, never inside one: the imported bundle lives in out_dir too.
+        results = out_dir / "stylized" / name
+        results.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         for c in contents:
             row = []
             for s in styles:
                 log(f"{name}: {c.name} × {s.name}")
                 img = st.stylize(c, s, max_size=512)
-                target = im.write_image(out_dir / name / f"{c.stem}__{s.stem}.jpg", img)
+                target = im.write_image(results / f"{c.stem}__{s.stem}.jpg", img)
                 row.append(img.rgb)
                 outputs.append(str(target))
             grid.append(row)

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -230,6 +231,7 @@ def test_demo_writes_a_contact_sheet_and_a_clip(small_bundle, tmp_path):
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 36
     assert 0 <= clip["flicker_with"] <= clip["flicker_without"]  # the reduction: test_video
     assert run["untrained"] and len(run["outputs"]) == 20 and run["ms_per_image"] > 0
+    assert all(Path(p).is_relative_to(tmp_path / "stylized") for p in run["outputs"])
     sheet = cv2.imread(run["contact_sheet"])
     assert sheet is not None and sheet.shape[0] > 5 * 192  # six rows of cells
     human = run_cli("demo", "-m", small_bundle, "--out", tmp_path)
