@@ -103,12 +103,28 @@ def _stylize_one(
     data = {
         "backend": st.backend_name,
         "precision": st.precision,
-        "results": [{"input": label, "output": str(target), "error": None}],
+        "results": [
+            {"input": label, "output": str(target), "error": None, "tiling": st.last_tiling}
+        ],
     }
     if as_json:
         _print(data, True)
     else:
         out.print(f"wrote: {target}", markup=False, highlight=False)
+
+
+def _bytes(text: str, option: str) -> int:
+    """A size like 8G, 512M, 2.5GiB or a plain number of bytes."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in units else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * units[unit]
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise InputError(f"{option} takes a size like 8G or 512M, not {text!r}")
+    return int(value)
 
 
 @app.command()
@@ -146,11 +162,24 @@ def stylize(
         "png", "--format", help="Format of an image written to standard output or from stdin."
     ),
     suffix: str = typer.Option("_stylized", help="Appended to each output's file name."),
-    max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this."),
-    tile: str = typer.Option(
-        "auto", help="Tile side in pixels for large images, 0 for never, auto above 8 MP."
+    max_pixels: int = typer.Option(
+        250_000_000, help="Refuse images with more pixels than this (before decoding)."
     ),
-    overlap: int = typer.Option(64, min=0, help="Pixels neighbouring tiles share."),
+    tile: str = typer.Option(
+        "auto",
+        help="Tile side in pixels, 0 for never, or auto: tile only when the untiled run "
+        "would not fit --max-memory (from the engine's measured bytes per pixel).",
+    ),
+    max_memory: str = typer.Option(
+        None,
+        help="Memory budget for --tile auto, e.g. 8G or 512M (default: half the memory "
+        "available now).",
+    ),
+    overlap: int = typer.Option(
+        64,
+        min=0,
+        help="Pixels neighbouring tiles share (blended tiles of bundles without a split).",
+    ),
     stability: float = typer.Option(
         0.0, min=0.0, max=0.99, help="Video: blend static regions with the previous frame."
     ),
@@ -213,6 +242,7 @@ def stylize(
         "max_size": max_size,
         "tile": tile_side,
         "overlap": overlap,
+        "max_memory": _bytes(max_memory, "--max-memory") if max_memory else None,
     }
     with Stylizer(
         model, backend, precision=precision, style_size=style_size, max_pixels=max_pixels
@@ -252,7 +282,12 @@ def stylize(
         "backend": st.backend_name,
         "precision": st.precision,
         "results": [
-            {"input": str(r.input), "output": str(r.output) if r.output else None, "error": r.error}
+            {
+                "input": str(r.input),
+                "output": str(r.output) if r.output else None,
+                "error": r.error,
+                "tiling": r.tiling,
+            }
             for r in results
         ],
     }

@@ -265,6 +265,10 @@ def import_magenta(
             from styleship.export.style_bank import add_style_bank
 
             add_style_bank(stage, manifest, Path(style_bank), log)
+        from styleship.export.split import add_memory, add_split
+
+        add_split(stage, manifest, log)
+        add_memory(stage, manifest, log)
         Bundle.load(stage)
     return out_dir
 
@@ -354,5 +358,9 @@ def import_multistyle26(
         manifest["parity"] = multistyle_parity(Bundle.load(stage), path, log)
         _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         check(manifest["parity"])
+        from styleship.export.split import add_memory, add_split
+
+        add_split(stage, manifest, log)
+        add_memory(stage, manifest, log)
         Bundle.load(stage)
     return out_dir

@@ -296,6 +296,11 @@ def export_bundle(
             from styleship.export.style_bank import add_style_bank
 
             add_style_bank(stage, manifest, Path(style_bank), log)
+        if manifest["parity"]["passed"]:
+            from styleship.export.split import add_memory, add_split
+
+            add_split(stage, manifest, log)
+            add_memory(stage, manifest, log)
         if not manifest["parity"]["passed"]:
             worst = next(r for r in manifest["parity"]["results"] if not r["passed"])
             detail = (

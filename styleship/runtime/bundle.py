@@ -24,8 +24,9 @@ class TensorSpec:
     """A graph input or output as the manifest declares it (str dims are dynamic).
 
     `kind` tells the runtime what to feed: `content` or `style` images, the
-    `strength` α, or a `code` tensor produced by another graph; outputs are
-    `code` or `image`.
+    `strength` α, a `code` tensor produced by another graph, or a whole-image
+    `statistic` (split graphs, runtime/exact_tiling.py); outputs are `code`,
+    `image`, or a `feature` a statistic reduces.
     """
 
     name: str
@@ -39,8 +40,9 @@ class TensorSpec:
 
     @property
     def value_key(self) -> str:
-        """Where a caller's values dict holds this input: by kind, or by name for codes."""
-        return self.name if self.kind == "code" else self.kind
+        """Where a caller's values dict holds this input: by kind, or by name for codes
+        and statistics."""
+        return self.name if self.kind in ("code", "statistic") else self.kind
 
     def to_dict(self) -> dict:
         return {

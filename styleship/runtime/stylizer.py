@@ -16,12 +16,13 @@ import cv2
 import numpy as np
 
 from styleship.errors import InputError, StyleshipError
+from styleship.runtime import exact_tiling, tiling
 from styleship.runtime import image as im
-from styleship.runtime import tiling
 from styleship.runtime.backends import best_available, create_backend, default_device
 from styleship.runtime.bundle import Bundle
 from styleship.runtime.style_bank import parse_spec
 from styleship.runtime.style_cache import StyleCache, default_cache_dir
+from styleship.runtime.tiled import TilingMixin
 
 Source = str | os.PathLike | bytes | im.Image
 _DEFAULT = object()
@@ -44,6 +45,7 @@ class FileResult:
     input: Path
     output: Path | None
     error: str | None = None
+    tiling: dict | None = None  # Stylizer.last_tiling for this file
 
 
 def _key(src: Source) -> str:
@@ -77,7 +79,7 @@ def mix_codes(
     return mixed
 
 
-class Stylizer:
+class Stylizer(TilingMixin):
     """Stylize images with a bundle: `Stylizer("starry.stvae").stylize("photo.jpg", "art.jpg")`.
 
     `precision` None picks fp32, or a reduced precision only where the bundle
@@ -110,6 +112,11 @@ class Stylizer:
                 self._encoder.close()
             raise
         self._image_output = self.bundle.graph("stylizer").image_output
+        self._split = exact_tiling.SplitPlan.from_manifest(self.bundle.manifest)
+        self._split_engines: dict | None = None
+        self._split_error: str | None = None
+        # How the last `stylize` call tiled and why (mode, tile, reason, memory figures).
+        self.last_tiling: dict = {}
 
     def _open(self, graph: str):
         backend = create_backend(self.backend_name)
@@ -126,6 +133,9 @@ class Stylizer:
         if self._encoder:
             self._encoder.close()
         self._stylizer.close()
+        for engine in (self._split_engines or {}).values():
+            engine.close()
+        self._split_engines = None
 
     def __enter__(self) -> Stylizer:
         return self
@@ -243,11 +253,16 @@ class Stylizer:
         max_size: int | None = None,
         tile: int | str | None = "auto",
         overlap: int = tiling.DEFAULT_OVERLAP,
+        max_memory: int | None = None,
     ) -> im.Image:
         """Stylize one image with one style, or a weighted mix of `styles`.
 
-        `tile`: a side in pixels to stylize in overlapping tiles (runtime/tiling.py),
-        None or 0 for never, or "auto" to tile only images over tiling.AUTO_TILE_PIXELS.
+        `tile`: a tile side in pixels, None or 0 for never, or "auto" to tile only
+        when the untiled run would not fit `max_memory` bytes (default: a fraction
+        of the memory available now; runtime/memory.py). Bundles with an exact
+        split stream whole-image statistics over the tiles (runtime/exact_tiling.py)
+        and `overlap` is not used; others blend overlapping tiles (runtime/tiling.py).
+        `last_tiling` then says which it did and why.
         """
         sources = ([style] if style is not None else []) + list(styles)
         code = self.mixed_code(sources, weights)
@@ -255,9 +270,13 @@ class Stylizer:
         if max_size is not None:
             img = im.Image(im.resize_max_side(img.rgb, max_size), img.alpha, img.bit_depth)
         job = Job(img, code, alpha, preserve_color)
-        side = self._tile_side(img, tile)
-        if side is None:
+        decision = self._tiling(img, tile, max_memory)
+        self.last_tiling = decision
+        if decision["mode"] == "untiled":
             return self.stylize_batch([job])[0]
+        side = decision["tile"]
+        if decision["mode"] == "exact":
+            return self._stylize_exact(job, side)
         tiling.check_tiling(side, overlap, im.MULTIPLE)
 
         def run(tiles: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -265,17 +284,6 @@ class Stylizer:
             return [r.rgb for r in self.stylize_batch(jobs)]
 
         return self._finish(job, tiling.stylize_tiled(img.rgb, run, side, overlap))
-
-    @staticmethod
-    def _tile_side(img: im.Image, tile: int | str | None) -> int | None:
-        if tile is None or tile == 0:
-            return None
-        if tile == "auto":
-            big = img.rgb.shape[0] * img.rgb.shape[1] > tiling.AUTO_TILE_PIXELS
-            return tiling.DEFAULT_TILE if big else None
-        if isinstance(tile, str):
-            raise InputError(f"tile must be a number of pixels, 0 or 'auto', not {tile!r}")
-        return int(tile)
 
     def stylize_batch(self, jobs: Sequence[Job], max_batch: int = 16) -> list[im.Image]:
         """Stylize decoded images, each with its own code and options, in as few runs as can be.
@@ -370,7 +378,7 @@ class Stylizer:
                 if target.resolve() in inputs:
                     raise InputError(f"output {target} would overwrite an input")
                 im.write_image(target, self.stylize(content, **options))
-                result = FileResult(content, target)
+                result = FileResult(content, target, tiling=self.last_tiling)
             except StyleshipError as exc:
                 result = FileResult(content, None, str(exc))
             results.append(result)

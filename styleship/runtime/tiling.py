@@ -14,10 +14,11 @@ Peak memory: the engine's activations are bounded by the tile size (times
 the tile batch). The image buffers (input, accumulator, weights and output)
 still grow with the image: about 28 bytes per pixel in float32.
 
-Models whose content transform uses whole-image statistics (the ST-VAE
-whitening uses the content features' mean and covariance) see each tile's
-own statistics. Tiles therefore differ a little from the untiled result even
-away from the seams. docs/tiling.md reports how much.
+This is the fallback for bundles without an exact split: models that
+normalise with whole-image statistics see each tile's own statistics here,
+so tiles differ from the untiled result even away from the seams
+(docs/tiling.md reports how much). Bundles with a split use
+runtime/exact_tiling.py instead, which shares the statistics.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import numpy as np
 
 DEFAULT_TILE = 1024
 DEFAULT_OVERLAP = 64
-AUTO_TILE_PIXELS = 8_000_000  # above this (about 4K UHD), `tile="auto"` tiles
 
 
 def starts(length: int, tile: int, overlap: int) -> list[int]:
