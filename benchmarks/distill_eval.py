@@ -33,6 +33,7 @@ from styleship import _atomic
 from styleship.bench.metrics import gray_ssim
 from styleship.bench.yardstick import Yardstick
 from styleship.runtime import image as im
+from styleship.runtime.sheet import contact_sheet
 from styleship.runtime.stylizer import Stylizer
 
 HELDOUT = Path(__file__).resolve().parent.parent / "assets" / "heldout"
@@ -89,6 +90,17 @@ def time_bundle(bundle: Path, backend: str, calls: int = 15) -> float:
     return statistics.median(times)
 
 
+def write_sheet(path: Path, models, outputs, contents, styles) -> None:
+    """Held-out photos down the side, one row per model in `models` order for each photo."""
+    heads, grid = [], []
+    for i, c in enumerate(contents):
+        for name, _ in models:
+            heads.append(im.read_image(c).rgb)
+            grid.append(outputs[name][i * len(styles) : (i + 1) * len(styles)])
+    sheet = contact_sheet(heads, [im.read_image(s).rgb for s in styles], grid, cell=160)
+    im.write_image(path, im.Image(sheet))
+
+
 def markdown(result: dict) -> str:
     backends = result.get("timing_backends", [])
     head = "| model | style gain | content SSIM | style match (floor) |"
@@ -114,14 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--time", action="store_true", help="also time each bundle at 512x512")
     ap.add_argument("--backends", default="openvino,ort-cpu")
+    ap.add_argument("--sheet", type=Path, help="write a contact sheet of all outputs here")
     args = ap.parse_args(argv)
-    pairs = [(c, s) for c in _images(HELDOUT / "content") for s in _images(HELDOUT / "styles")]
+    contents, styles = _images(HELDOUT / "content"), _images(HELDOUT / "styles")
+    pairs = [(c, s) for c in contents for s in styles]
     stick = Yardstick()
     models = [("teacher", args.teacher)] + [
         (spec.split("=", 1)[0], Path(spec.split("=", 1)[1])) for spec in args.model
     ]
     outputs = {name: stylize_pairs(path, pairs, args.side) for name, path in models}
     rows = [score(n, outputs[n], outputs["teacher"], pairs, stick, args.side) for n, _ in models]
+    if args.sheet:
+        write_sheet(args.sheet, models, outputs, contents, styles)
     backends = args.backends.split(",") if args.time else []
     for (_, path), row in zip(models, rows):
         row["bundle"] = str(path)

@@ -134,7 +134,9 @@ def test_heldout_script_scores_the_teacher_against_itself_as_one(magenta_bundle,
     spec.loader.exec_module(module)
     out = tmp_path / "eval"
     args = ["--teacher", str(magenta_bundle), "--model", f"same={magenta_bundle}"]
-    assert module.main([*args, "--side", "128", "--out", str(out)]) == 0
+    sheet = tmp_path / "sheet.jpg"
+    assert module.main([*args, "--side", "128", "--out", str(out), "--sheet", str(sheet)]) == 0
+    assert im.read_image(sheet).rgb.shape[0] > 4 * 160  # styles + 2 photos x 2 models
     rows = {r["model"]: r for r in json.loads((out / "heldout.json").read_text())["rows"]}
     assert rows["same"]["style_gain"] == pytest.approx(1.0)
     assert 0.2 < rows["teacher"]["content_ssim"] < 0.9
