@@ -23,18 +23,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 pytest.importorskip("pytriton", reason="the playground serves through PyTriton ('.[serve]')")
 pytest.importorskip("aiohttp", reason="the playground's page server is aiohttp ('.[serve]')")
-webdriver = pytest.importorskip("selenium.webdriver", reason="browser tests need selenium")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="headless Chromium not installed (apt-get install chromium chromium-driver)",
-)
 
 DEMO = ROOT / "assets" / "models" / "stvae-demo.stvae"
 PHOTO = ROOT / "assets" / "content" / "chelsea.jpg"
@@ -87,6 +82,9 @@ def playground(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="browser tests need selenium")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -195,3 +193,23 @@ def test_page_uses_no_external_resources(playground):
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
         with urllib.request.urlopen(f"{playground}static/{name}", timeout=10) as response:
             assert response.read().decode() == text
+
+
+def test_a_taken_playground_port_is_one_line_before_triton_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        http, grpc, metrics = _free_ports(3)
+        started = time.time()
+        result = run_cli(
+            "serve", DEMO, "--backend", "ort-cpu", "--http-port", http, "--grpc-port", grpc,
+            "--metrics-port", metrics, "--log-file", tmp_path / "triton.log",
+            "--ui", "--ui-port", port,
+        )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: the playground cannot listen on 127.0.0.1:{port}: ")
+    assert "in use" in lines[0]
+    assert time.time() - started < 60  # refused before Triton was started
