@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -35,14 +39,28 @@ def test_tiles_cover_the_image_and_blend_to_identity():
         tiling.check_tiling(256, 200, 8)
 
 
+def without_split(bundle: Path, tmp_path: Path) -> Path:
+    """A copy of `bundle` whose manifest has no split: tiles blend with their own statistics."""
+    copy = Path(shutil.copytree(bundle, tmp_path / bundle.name))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest.pop("split", None)
+    for name in [g for g in manifest["graphs"] if g.startswith("split_")]:
+        del manifest["graphs"][name]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
 @pytest.mark.parametrize("bundle", DEMOS, ids=["stvae", "vqvae"])
-def test_tiled_matches_untiled_without_seams(bundle, contents, styles):
-    """Overlap blending leaves no seams; differences elsewhere come from per-tile statistics."""
+def test_tiled_matches_untiled_without_seams(bundle, contents, styles, tmp_path):
+    """Overlap blending leaves no seams; differences elsewhere come from per-tile statistics
+    (the fallback for bundles without a split; tests/test_exact_tiling.py has the exact path)."""
+    bundle = without_split(bundle, tmp_path)
     img = im.Image(cv2.resize(im.read_image(contents[0]).rgb, (768, 512)))
     with Stylizer(bundle, "ort-cpu", cache_dir=None) as st:
         ref = st.stylize(img, styles[1], tile=None).rgb
         tiled = st.stylize(img, styles[1], tile=512, overlap=64).rgb
         hard = st.stylize(img, styles[1], tile=512, overlap=0).rgb
+        assert st.last_tiling["mode"] == "blend"
     err = np.abs(tiled - ref)
     assert err.mean() < 0.12, err.mean()
 
@@ -54,20 +72,3 @@ def test_tiled_matches_untiled_without_seams(bundle, contents, styles):
         return max(jump[c - 1] / base[c - 1] for c in cols)
 
     assert seam_ratio(tiled) < 1.6 < seam_ratio(hard)
-
-
-def test_auto_tiles_only_large_images(monkeypatch, contents, styles):
-    calls = []
-    real = tiling.stylize_tiled
-    monkeypatch.setattr(tiling, "AUTO_TILE_PIXELS", 200 * 200)
-    monkeypatch.setattr(tiling, "DEFAULT_TILE", 128)
-    monkeypatch.setattr(tiling, "stylize_tiled", lambda *a, **k: calls.append(1) or real(*a, **k))
-    with Stylizer(DEMOS[0], "ort-cpu", cache_dir=None) as st:
-        st.stylize(contents[0], styles[0], max_size=180)
-        assert not calls
-        out = st.stylize(contents[0], styles[0], max_size=300)
-        assert (
-            calls
-            and out.rgb.shape[:2]
-            == im.resize_max_side(im.read_image(contents[0]).rgb, 300).shape[:2]
-        )
