@@ -100,13 +100,20 @@ def test_engine_checks_name_the_rebuild_command(bundle):
         check_engine(bundle, "stylizer", "fp16", "sm90", "10.13.0")
 
 
+def test_engines_of_another_gpu_model_with_the_same_capability_are_refused(bundle):
+    assert GpuIdentity("NVIDIA H100 80GB HBM3", 9, 0).tag == "sm90-nvidia-h100-80gb-hbm3"
+    _record(bundle, "10.13.3.9", "sm90-nvidia-h100-80gb-hbm3")
+    with pytest.raises(ModelError, match=r"no TensorRT engines for sm90-nvidia-h200.*found"):
+        check_engine(bundle, "stylizer", "fp16", "sm90-nvidia-h200", "10.13.3.9")
+
+
 # -- build_engines against a stand-in tensorrt module ------------------------------------
 class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
 
-def _fake_tensorrt(version: str, rec: _Recorder, parse_ok=True, build_ok=True):
+def _fake_tensorrt(version: str, rec: _Recorder, parse_ok=True, build_ok=True, cache_ok=True):
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
 
@@ -144,6 +151,9 @@ def _fake_tensorrt(version: str, rec: _Recorder, parse_ok=True, build_ok=True):
             return Error()
 
     class Cache:
+        def __init__(self, data=b""):
+            self.data = data
+
         def serialize(self):
             return b"timing-cache"
 
@@ -159,10 +169,13 @@ def _fake_tensorrt(version: str, rec: _Recorder, parse_ok=True, build_ok=True):
 
         def create_timing_cache(self, data):
             rec.calls.append(("timing_cache_in", data))
-            return Cache()
+            return Cache(data)
 
         def set_timing_cache(self, cache, ignore_mismatch):
-            pass
+            # Documented: returns False when the cache is refused (another TensorRT/GPU).
+            ok = cache_ok or cache.data == b""
+            rec.calls.append(("set_timing_cache", cache.data, ignore_mismatch, ok))
+            return ok
 
         def get_timing_cache(self):
             return Cache()
@@ -179,7 +192,7 @@ def _fake_tensorrt(version: str, rec: _Recorder, parse_ok=True, build_ok=True):
 
     class Builder:
         def __init__(self, logger):
-            pass
+            rec.calls.append(("Builder",))
 
         def create_network(self, flags):
             rec.calls.append(("network", flags))
@@ -207,6 +220,9 @@ def fake_trt(monkeypatch):
         rec = _Recorder()
         monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version, rec, **kw))
         monkeypatch.setattr("styleship.export.tensorrt.gpu_identity", lambda device=0: GPU)
+        monkeypatch.setattr(
+            "styleship.export.tensorrt.set_device", lambda i: rec.calls.append(("set_device", i))
+        )
         return rec
 
     return install
@@ -218,63 +234,103 @@ def _build(bundle, **kw):
     return build_engines(bundle.path, sizes=(256, 512), max_batch=4, graphs=("stylizer",), **kw)
 
 
-def test_trt10_fp16_without_an_fp16_graph_uses_the_builder_flag(bundle, fake_trt):
-    rec = fake_trt("10.13.0")
-    directory = _build(bundle, precision="fp16")
-    assert ("network", 0) in rec.calls and ("set_flag", "FP16") in rec.calls
-    assert ("clear_flag", "TF32") not in rec.calls
+def _with_fp16_graph(bundle: Bundle) -> Bundle:
+    """The manifest names an fp16 stylizer graph (the fp32 file stands in for it)."""
+    manifest = bundle.manifest
+    manifest["graphs"]["stylizer"]["files"]["fp16"] = "stylizer.onnx"
+    (bundle.path / "manifest.json").write_text(json.dumps(manifest))
+    return Bundle.load(bundle.path)
+
+
+def test_fp16_builds_the_fp16_graph_strongly_typed_on_the_chosen_gpu(bundle, fake_trt):
+    bundle = _with_fp16_graph(bundle)
+    rec = fake_trt("10.13.3.9")  # trt.__version__ has four parts
+    directory = _build(bundle, precision="fp16", device=1)
+    # The device is made current before TensorRT's builder exists (it builds there).
+    assert rec.calls.index(("set_device", 1)) < rec.calls.index(("Builder",))
+    assert ("network", 1 << 5) in rec.calls  # STRONGLY_TYPED on TensorRT 10
+    assert not [c for c in rec.calls if c[0] in ("set_flag", "clear_flag")]  # no FP16 flag
     order = [c[0] for c in rec.calls if c[0] in ("parse", "workspace", "profile", "build")]
     assert order == ["parse", "workspace", "profile", "profile", "build"]
     profiles_seen = [c[1] for c in rec.calls if c[0] == "profile"]
     assert profiles_seen[1]["content"] == ((1, 3, 16, 16), (1, 3, 512, 512), (4, 3, 512, 512))
-    assert directory.name == "sm90-trt10.13.0"
+    # Engines and their timing cache are keyed by the GPU model, not only its capability.
+    assert directory.name == "sm90-stand-in-gpu-trt10.13.3.9"
     record = json.loads((directory / "build.json").read_text())
     entry = record["engines"]["stylizer.fp16.plan"]
     assert entry["onnx_sha256"] == bundle.manifest["files"]["stylizer.onnx"]
-    assert entry["strongly_typed"] is False and record["gpu"]["tag"] == "sm90"
+    assert entry["strongly_typed"] is True and entry["timing_cache"] == "new"
+    assert record["gpu"] == {
+        "name": "Stand-in GPU",
+        "tag": "sm90-stand-in-gpu",
+        "compute_capability": "9.0",
+    }
     assert (directory / "timing.cache").read_bytes() == b"timing-cache"
     # The engine is found by the runtime's checks, and a second build is a no-op.
-    path, _ = check_engine(bundle, "stylizer", "fp16", "sm90", "10.13.0")
+    path, _ = check_engine(bundle, "stylizer", "fp16", GPU.tag, "10.13.3.9")
     assert path.is_file()
     rec.calls.clear()
     _build(bundle, precision="fp16")
     assert ("build",) not in rec.calls
     _build(bundle, precision="fp16", force=True)
     assert ("build",) in rec.calls
-    assert ("timing_cache_in", b"timing-cache") in rec.calls  # the cache file is reused
+    assert ("set_timing_cache", b"timing-cache", False, True) in rec.calls  # reused
+
+
+def test_a_refused_timing_cache_is_replaced_and_recorded(bundle, fake_trt):
+    rec = fake_trt("10.13.3.9", cache_ok=False)
+    logs: list[str] = []
+    directory = engine_dir(bundle, GPU.tag, "10.13.3.9")
+    directory.mkdir(parents=True)
+    (directory / "timing.cache").write_bytes(b"from another GPU")
+    _build(bundle, precision="fp32", log=logs.append)
+    refused = [c for c in rec.calls if c[0] == "set_timing_cache"]
+    assert refused == [
+        ("set_timing_cache", b"from another GPU", False, False),
+        ("set_timing_cache", b"", False, True),  # a fresh cache, set before building
+    ]
+    assert any("refused this timing cache" in m for m in logs)
+    record = json.loads((directory / "build.json").read_text())
+    assert record["engines"]["stylizer.fp32.plan"]["timing_cache"] == "refused"
+    assert (directory / "timing.cache").read_bytes() == b"timing-cache"
 
 
 def test_fp32_clears_tf32_and_tf32_keeps_it(bundle, fake_trt):
-    rec = fake_trt("10.13.0")
+    rec = fake_trt("10.13.3.9")
     _build(bundle, precision="fp32")
     assert ("clear_flag", "TF32") in rec.calls and ("set_flag", "FP16") not in rec.calls
-    rec = fake_trt("10.13.0")
+    assert ("network", 0) in rec.calls  # fp32: weakly typed is fine, nothing to obey
+    rec = fake_trt("10.13.3.9")
     _build(bundle, precision="tf32")
     assert not [c for c in rec.calls if c[0] in ("clear_flag", "set_flag")]
 
 
-def test_strongly_typed_fp16_graph_on_trt10_and_trt11(bundle, fake_trt):
-    manifest = bundle.manifest
-    manifest["graphs"]["stylizer"]["files"]["fp16"] = "stylizer.onnx"  # stand-in fp16 file
-    (bundle.path / "manifest.json").write_text(json.dumps(manifest))
-    for version, flags in (("10.13.0", 1 << 5), ("11.4.0", 0)):
+def test_fp16_never_comes_from_the_fp32_graph(bundle, fake_trt):
+    """TensorRT 10's FP16 flag on the fp32 graph would let weak typing run the variance and
+    covariance sums in fp16 (they overflow at 512-1024 px): fp16 needs the fp16 graph."""
+    for version in ("10.13.3.9", "11.4.0.2"):
         rec = fake_trt(version)
-        _build(bundle, precision="fp16")
-        assert ("network", flags) in rec.calls
-        assert ("set_flag", "FP16") not in rec.calls
+        with pytest.raises(ExportError, match="fp16 engines are built from the bundle's fp16"):
+            _build(bundle, precision="fp16")
+        assert ("build",) not in rec.calls and ("set_flag", "FP16") not in rec.calls
+    bundle = _with_fp16_graph(bundle)
+    for version, flags in (("10.13.3.9", 1 << 5), ("11.4.0.2", 0)):
+        rec = fake_trt(version)
+        _build(bundle, precision="fp16", force=True)
+        assert ("network", flags) in rec.calls and ("set_flag", "FP16") not in rec.calls
 
 
 def test_build_errors(bundle, fake_trt):
-    fake_trt("11.4.0")
-    with pytest.raises(ExportError, match="TensorRT 11 takes precision from the ONNX types"):
+    fake_trt("11.4.0.2")
+    with pytest.raises(ExportError, match="has none: run `styleship export CHECKPOINT"):
         _build(bundle, precision="fp16")
     fake_trt("8.6.1")
     with pytest.raises(BackendUnavailable, match="TensorRT 8.6.1 is too old"):
         _build(bundle, precision="fp32")
-    fake_trt("10.13.0", parse_ok=False)
+    fake_trt("10.13.3.9", parse_ok=False)
     with pytest.raises(ModelError, match="Unsupported ONNX op: Frobnicate"):
         _build(bundle, precision="fp32")
-    fake_trt("10.13.0", build_ok=False)
+    fake_trt("10.13.3.9", build_ok=False)
     with pytest.raises(ExportError, match="could not build stylizer"):
         _build(bundle, precision="fp32")
     assert not list((bundle.path / "engines").rglob("*.plan"))  # nothing half-written
@@ -288,14 +344,24 @@ def test_without_tensorrt_the_backend_says_so(bundle):
         create_backend("tensorrt")
 
 
+@pytest.fixture
+def fp16_bundle(small_checkpoint, tmp_path) -> Bundle:
+    """A bundle with fp16 graphs: what fp16 engines are built from."""
+    from styleship.export.onnx import export_bundle
+
+    return Bundle.load(export_bundle(small_checkpoint, tmp_path / "half.stvae", fp16=True))
+
+
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAVE_TRT, reason="needs TensorRT (libnvinfer) and an NVIDIA GPU")
-def test_tensorrt_engine_matches_onnxruntime(bundle, contents, styles):
+def test_tensorrt_engine_matches_onnxruntime(fp16_bundle, contents, styles):
     from styleship.compare import psnr
     from styleship.export.tensorrt import build_engines
     from styleship.runtime.stylizer import Stylizer
 
+    bundle = fp16_bundle
+    assert "fp16" in bundle.graph("stylizer").files  # fp16 engines need the fp16 graph
     for precision, min_psnr in (("fp32", 50.0), ("fp16", 35.0)):
         build_engines(bundle.path, precision, sizes=(256,), max_batch=2)
         with (

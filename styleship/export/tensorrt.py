@@ -3,14 +3,21 @@
 What differs between the two (deploy.md §1): TensorRT 10 still has the FP16
 builder flag (weak typing) and an opt-in STRONGLY_TYPED network flag;
 TensorRT 11 is always strongly typed, so precision comes from the ONNX
-tensor types and fp16 needs the bundle's fp16 graph (`export --precision
-fp16`). One code path serves both: a bundle with an fp16 graph is built
-strongly typed on either version; TensorRT 10 without one falls back to the
-FP16 flag. TF32 is on by default in both, so fp32 clears it.
+tensor types. One code path serves both: fp16 is always built from the
+bundle's fp16 graph, strongly typed (`export --precision fp16` makes it).
+The FP16 flag on the fp32 graph is never used, even where TensorRT 10 still
+has it: weak typing would be free to run the variance and covariance chains
+(sums of H·W products) in fp16, which overflows at 512-1024 px, while the
+fp16 graph keeps them in fp32 and strong typing obeys it. TF32 is on by
+default in both, so fp32 clears it.
 
-Engines are written atomically with a `build.json` (runtime/engines.py) and
-skipped when an engine with the same key exists. A timing cache file in the
-engines directory is reused and updated across builds.
+Builds run on GPU `device` (made current first: TensorRT builds on the
+current device). Engines are written atomically with a `build.json`
+(runtime/engines.py), in a directory keyed by the GPU model as well as its
+compute capability, and skipped when an engine with the same key exists. A
+timing cache file in the engines directory is reused and updated across
+builds; one TensorRT refuses (another version or GPU wrote it) is replaced,
+and `build.json` says so.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from styleship import __version__, _atomic
 from styleship._hashing import sha256_json
 from styleship._lazy import require
 from styleship.errors import ExportError, InputError, ModelError
-from styleship.runtime.backends._cuda import GpuIdentity, gpu_identity
+from styleship.runtime.backends._cuda import GpuIdentity, gpu_identity, set_device
 from styleship.runtime.backends.tensorrt import trt_major
 from styleship.runtime.bundle import Bundle
 from styleship.runtime.engines import (
     BUILD_FORMAT,
     BUILD_JSON,
+    BUILD_MAX_BATCH,
+    BUILD_SIZES,
     BUILD_VERSION,
     engine_dir,
     engine_name,
@@ -41,17 +50,18 @@ GRAPHS = ("style_encoder", "stylizer", "fused")
 TIMING_CACHE = "timing.cache"
 
 
-def _source(bundle: Bundle, graph: str, precision: str, major: int) -> tuple[str, bool]:
-    """(ONNX file name, strongly typed?) for this graph, precision and TensorRT major."""
+def _source(bundle: Bundle, graph: str, precision: str) -> tuple[str, bool]:
+    """(ONNX file name, strongly typed?) for this graph and precision."""
     files = bundle.graph(graph).files
-    if precision == "fp16" and "fp16" in files:
-        return files["fp16"], True
-    if precision == "fp16" and major >= 11:
+    if precision != "fp16":
+        return files["fp32"], False
+    if "fp16" not in files:
         raise ExportError(
-            "TensorRT 11 takes precision from the ONNX types and this bundle has no fp16 "
-            f"graph for {graph!r}: run `styleship export CHECKPOINT --precision fp16` first"
+            f"fp16 engines are built from the bundle's fp16 graph (its fp32 islands keep "
+            f"variances and covariances from overflowing) and {graph!r} has none: run "
+            "`styleship export CHECKPOINT --precision fp16` first"
         )
-    return files["fp32"], False
+    return files["fp16"], True
 
 
 def _parse(trt, builder, logger, onnx_path: Path, strongly_typed: bool, major: int):
@@ -68,22 +78,36 @@ def _parse(trt, builder, logger, onnx_path: Path, strongly_typed: bool, major: i
     return network, parser
 
 
-def _config(trt, builder, precision: str, strongly_typed: bool, workspace_mib: int, level: int):
+def _config(trt, builder, precision: str, workspace_mib: int, level: int):
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib * 2**20)
     config.builder_optimization_level = level
     if precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)  # strict fp32: TF32 is on by default
-    if precision == "fp16" and not strongly_typed:
-        config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10 weak typing
     return config
+
+
+def _timing_cache(config, cache_file: Path, log: Callable[[str], None]) -> str:
+    """Give the builder the cache on disk, or a fresh one if TensorRT refuses it; returns
+    what happened ("reused", "refused", "new") for build.json."""
+    data = cache_file.read_bytes() if cache_file.is_file() else b""
+    if data:
+        cache = config.create_timing_cache(data)
+        # ignore_mismatch=False: a cache from another TensorRT or GPU is refused, not mixed in.
+        if cache is not None and config.set_timing_cache(cache, False):
+            return "reused"
+        log(f"{cache_file}: TensorRT refused this timing cache; starting a fresh one")
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise ExportError("TensorRT refused an empty timing cache (see the TensorRT log above)")
+    return "refused" if data else "new"
 
 
 def build_engines(
     bundle_path: str | Path,
     precision: str = "fp16",
-    sizes: tuple[int, ...] = (256, 512, 1024),
-    max_batch: int = 16,
+    sizes: tuple[int, ...] = BUILD_SIZES,
+    max_batch: int = BUILD_MAX_BATCH,
     opt_batch: int = 1,
     workspace_mib: int = 4096,
     optimization_level: int = 3,
@@ -100,6 +124,7 @@ def build_engines(
     trt = require("tensorrt", "gpu")
     major = trt_major(trt)
     gpu = gpu_identity(device)
+    set_device(device)  # TensorRT builds on the current device: make it the one tagged
     bundle = Bundle.load(bundle_path)
     min_side = bundle.manifest.get("normalisation", {}).get("min_side", 16)
     directory = engine_dir(bundle, gpu.tag, trt.__version__)
@@ -123,7 +148,7 @@ def build_engines(
     builder = trt.Builder(logger)
     cache_file = directory / TIMING_CACHE
     for graph in (g for g in graphs if g in bundle.graphs):  # wrapped bundles: stylizer only
-        onnx_name, strongly_typed = _source(bundle, graph, precision, major)
+        onnx_name, strongly_typed = _source(bundle, graph, precision)
         graph_profiles = profiles(bundle.graph(graph), list(sizes), max_batch, min_side, opt_batch)
         settings = {
             "onnx": onnx_name,
@@ -142,14 +167,24 @@ def build_engines(
             continue
         log(f"building {name} (TensorRT {trt.__version__}, {gpu.name})")
         record["engines"][name] = _build_one(
-            trt, builder, logger, bundle, directory, cache_file, graph, settings, major, gpu
+            trt, builder, logger, bundle, directory, cache_file, graph, settings, major, gpu, log
         ) | {"key": key}
         _atomic.write_text(record_path, json.dumps(record, indent=2) + "\n")
     return directory
 
 
 def _build_one(
-    trt, builder, logger, bundle, directory, cache_file, graph, settings, major, gpu: GpuIdentity
+    trt,
+    builder,
+    logger,
+    bundle,
+    directory,
+    cache_file,
+    graph,
+    settings,
+    major,
+    gpu: GpuIdentity,
+    log,
 ) -> dict:
     start = time.perf_counter()
     network, _parser = _parse(
@@ -159,12 +194,10 @@ def _build_one(
         trt,
         builder,
         settings["precision"],
-        settings["strongly_typed"],
         settings["workspace_mib"],
         settings["optimization_level"],
     )
-    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-    config.set_timing_cache(cache, False)
+    timing_cache = _timing_cache(config, cache_file, log)
     for profile_dims in settings["profiles"]:
         profile = builder.create_optimization_profile()
         for name, dims in profile_dims.items():
@@ -180,6 +213,7 @@ def _build_one(
     _atomic.write_bytes(cache_file, bytes(config.get_timing_cache().serialize()))
     return settings | {
         "gpu_name": gpu.name,
+        "timing_cache": timing_cache,
         "build_seconds": round(time.perf_counter() - start, 2),
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -20,6 +20,10 @@ BUILD_JSON = "build.json"
 BUILD_FORMAT, BUILD_VERSION = "styleship-engines", 1
 # Per input dim: (min, opt, max).
 Profile = dict[str, dict[str, list[int]]]
+# What `styleship build` optimises for unless told otherwise; ONNX Runtime's TensorRT
+# provider is given the same profiles, so both engines cover the same inputs.
+BUILD_SIZES = (256, 512, 1024)
+BUILD_MAX_BATCH = 16
 
 
 def engine_dir(bundle: Bundle, gpu_tag: str, trt_version: str) -> Path:

@@ -86,6 +86,14 @@ BACKENDS: dict[str, BackendEntry] = {
         probe=_tensorrt_probe,
         default_device="cuda:0",
     ),
+    # The same engines with each input shape's enqueue replayed as a CUDA graph: a row of
+    # its own, so `--backend tensorrt-graph` and suites reach it and results say which ran.
+    "tensorrt-graph": BackendEntry(
+        "styleship.runtime.backends.tensorrt:TensorRTBackend",
+        {"cuda_graph": True},
+        _tensorrt_probe,
+        "cuda:0",
+    ),
     "openvino": BackendEntry(
         "styleship.runtime.backends.openvino:OpenVinoBackend",
         probe=_module_probe("openvino", "openvino"),

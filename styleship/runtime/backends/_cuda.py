@@ -1,12 +1,18 @@
 """The few CUDA runtime calls TensorRT needs, through cuda-python (NVIDIA's own samples' choice).
 
-Device and pinned host buffers, a stream, and the GPU's identity. Every call
-is checked: a CUDA error becomes a BackendUnavailable naming the call.
+Device and pinned host buffers, a stream, CUDA graphs, and the GPU's identity.
+Every call is checked: a CUDA error becomes a BackendUnavailable naming the call.
+
+The current device is per host thread in CUDA, so whoever allocates or enqueues
+on a thread calls `set_device` there first (PyTriton runs inference on worker
+threads that never loaded anything).
 """
 
 from __future__ import annotations
 
 import ctypes
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +50,18 @@ class GpuIdentity:
 
     @property
     def tag(self) -> str:
-        """`sm90` for compute capability 9.0: engines are only valid on this."""
-        return f"sm{self.major}{self.minor}"
+        """`sm90-nvidia-h200`: compute capability and GPU model, the key of engines and caches.
+
+        The compute capability alone is not enough: NVIDIA advises against running a plan
+        on another GPU model even of the same capability (tactics are timed on this one).
+        """
+        model = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "gpu"
+        return f"sm{self.major}{self.minor}-{model}"
+
+
+def set_device(index: int) -> None:
+    """Make GPU `index` current for the calling thread (CUDA's current device is per thread)."""
+    check(cudart().cudaSetDevice(index), "cudaSetDevice")
 
 
 def gpu_identity(device: int = 0) -> GpuIdentity:
@@ -106,3 +122,60 @@ class Buffers:
             self.rt.cudaFree(self.device)
             self.rt.cudaFreeHost(self._host_ptr)
             self.device = None
+
+
+class GraphExec:
+    """An instantiated CUDA graph: launched on a stream, destroyed by `close`."""
+
+    def __init__(self, rt, handle) -> None:
+        self.rt, self.handle = rt, handle
+
+    def launch(self, stream: Stream) -> None:
+        check(self.rt.cudaGraphLaunch(self.handle, stream.handle), "cudaGraphLaunch")
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.rt.cudaGraphExecDestroy(self.handle)
+            self.handle = None
+
+
+def capture_graph(stream: Stream, enqueue: Callable[[], bool]) -> tuple[GraphExec | None, str]:
+    """Record what `enqueue` puts on `stream` as a CUDA graph and instantiate it.
+
+    Returns (graph, "") or (None, why not): a capture that cannot begin, an enqueue that
+    reports failure, or a capture CUDA invalidated (a synchronising call inside it, say)
+    leaves the caller to run plain enqueues, as trtexec does. Capture mode is always ended
+    and the recorded graph always destroyed (the instantiated one keeps what it needs).
+    """
+    rt = stream.rt
+    mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+    (err,) = _codes(rt.cudaStreamBeginCapture(stream.handle, mode))
+    if err:
+        return None, f"cudaStreamBeginCapture failed ({err})"
+    ok = False
+    try:
+        ok = bool(enqueue())
+    finally:
+        err, graph = _codes(rt.cudaStreamEndCapture(stream.handle))
+        if err or not ok:
+            if graph:
+                rt.cudaGraphDestroy(graph)
+            rt.cudaGetLastError()  # clear the capture's error: plain enqueues follow
+    if err:
+        return None, f"the capture was invalidated (cudaStreamEndCapture: {err})"
+    if not ok:
+        return None, "the enqueue failed while capturing"
+    try:
+        (err, handle) = _codes(rt.cudaGraphInstantiate(graph, 0))
+    finally:
+        rt.cudaGraphDestroy(graph)
+    if err:
+        return None, f"cudaGraphInstantiate failed ({err})"
+    return GraphExec(rt, handle), ""
+
+
+def _codes(result) -> tuple:
+    """A cuda-python result as (error or 0, *values), without raising; a non-zero error stays
+    cuda-python's enum, which prints its name."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    return (err if int(err) else 0, *values)

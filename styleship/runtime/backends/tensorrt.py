@@ -4,7 +4,16 @@
 non-default stream (TensorRT 10 and 11 share this API; the bindings API is
 gone). Device buffers and pinned host buffers come from cuda-python and are
 reused while the input shapes stay the same; with `cuda_graph=True` the
-enqueue for a shape is captured once and replayed (static shapes only).
+enqueue for a shape is captured once, after a plain run, and replayed until
+the shapes change; a capture that fails turns graphs off for this instance
+and plain enqueues carry on (`info().details["cuda_graph_off"]` says why).
+
+The execution context allocates its scratch memory per selected profile
+(ON_PROFILE_CHANGE), not the largest profile's up front (STATIC, the
+default). CUDA's current device is per thread, so every call that allocates
+or enqueues sets it first: PyTriton runs inference on threads other than the
+one that loaded the engine.
+
 An engine built for another GPU, TensorRT version or ONNX file is refused
 before deserialising, with the command that rebuilds it.
 """
@@ -17,7 +26,14 @@ import numpy as np
 
 from styleship._lazy import require
 from styleship.errors import BackendUnavailable, ModelError
-from styleship.runtime.backends._cuda import Buffers, Stream, check, cudart, gpu_identity
+from styleship.runtime.backends._cuda import (
+    Buffers,
+    GraphExec,
+    Stream,
+    capture_graph,
+    gpu_identity,
+    set_device,
+)
 from styleship.runtime.backends.base import BaseBackend
 from styleship.runtime.bundle import Bundle
 from styleship.runtime.engines import check_engine, pick_profile, rebuild_hint
@@ -43,12 +59,15 @@ class TensorRTBackend(BaseBackend):
     def __init__(self, cuda_graph: bool = False) -> None:
         super().__init__()
         self.cuda_graph = cuda_graph
+        self.name = "tensorrt-graph" if cuda_graph else "tensorrt"
         self.precisions = {p: "engine" for p in ("fp32", "tf32", "fp16")}
         self._context = None
         self._stream: Stream | None = None
         self._shapes: tuple | None = None
         self._buffers: dict[str, Buffers] = {}
-        self._graph_exec = None
+        self._graph: GraphExec | None = None
+        self._graph_off = ""  # why captures stopped, once one failed
+        self._index = 0
 
     def _device_index(self, device: str) -> int:
         if not device.startswith("cuda"):
@@ -66,7 +85,8 @@ class TensorRTBackend(BaseBackend):
 
     def _load(self, path: Path, device: str, precision: str) -> None:
         trt = require("tensorrt", "gpu")
-        check(cudart().cudaSetDevice(self._device_index(device)), "cudaSetDevice")
+        self._index = self._device_index(device)
+        set_device(self._index)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
@@ -80,7 +100,12 @@ class TensorRTBackend(BaseBackend):
             [n for n in names if is_input[n]], [n for n in names if not is_input[n]], path
         )
         self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
-        self._context = self._engine.create_execution_context()
+        self._context = _create_context(trt, self._engine)
+        if self._context is None:
+            raise ModelError(
+                f"{path.name}: TensorRT could not create an execution context "
+                "(out of GPU memory? see the TensorRT log above)"
+            )
         self._stream = Stream()
         self._profile = None
         self._version = trt.__version__
@@ -107,26 +132,27 @@ class TensorRTBackend(BaseBackend):
         self._shapes = shapes
 
     def _enqueue(self) -> None:
-        if self._graph_exec is not None:
-            check(cudart().cudaGraphLaunch(self._graph_exec, self._stream.handle), "graph launch")
+        if self._graph is not None:
+            self._graph.launch(self._stream)
             return
         if not self._context.execute_async_v3(self._stream.handle):
             raise ModelError("TensorRT failed to enqueue the engine")
-        if self.cuda_graph:
+        if self.cuda_graph and not self._graph_off:
             self._capture()
 
     def _capture(self) -> None:
-        """Record one enqueue as a CUDA graph after a normal run (never capture a first run)."""
-        rt = cudart()
+        """Record one enqueue as a CUDA graph after a plain run (never capture a first run:
+        it may allocate); a failed capture turns graphs off, plain enqueues carry on."""
         self._stream.synchronize()
-        mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        check(rt.cudaStreamBeginCapture(self._stream.handle, mode), "cudaStreamBeginCapture")
-        ok = self._context.execute_async_v3(self._stream.handle)
-        graph = check(rt.cudaStreamEndCapture(self._stream.handle), "cudaStreamEndCapture")
-        if ok:
-            self._graph_exec = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        graph, why = capture_graph(
+            self._stream, lambda: self._context.execute_async_v3(self._stream.handle)
+        )
+        if graph is None:
+            self._graph_off = why
+        self._graph = graph
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        set_device(self._index)  # this thread may not be the one that loaded the engine
         self._bind(inputs)
         for name, arr in inputs.items():
             self._buffers[name].upload(arr, self._stream)
@@ -141,6 +167,7 @@ class TensorRTBackend(BaseBackend):
         self.run(inputs)
 
         def call() -> None:
+            set_device(self._index)
             self._enqueue()
             self._stream.synchronize()
 
@@ -150,12 +177,13 @@ class TensorRTBackend(BaseBackend):
         for buf in self._buffers.values():
             buf.close()
         self._buffers.clear()
-        if self._graph_exec is not None:
-            cudart().cudaGraphExecDestroy(self._graph_exec)
-            self._graph_exec = None
+        if self._graph is not None:  # it froze the old shapes and addresses
+            self._graph.close()
+            self._graph = None
         self._shapes = None
 
     def _close(self) -> None:
+        set_device(self._index)
         if self._stream is not None:
             self._stream.synchronize()
         self._release_buffers()
@@ -165,4 +193,25 @@ class TensorRTBackend(BaseBackend):
 
     def _details(self) -> dict:
         gpu = getattr(self, "_gpu", None)
-        return {"gpu": gpu.name if gpu else None, "cuda_graph": self.cuda_graph}
+        details = {"gpu": gpu.name if gpu else None, "cuda_graph": self.cuda_graph}
+        if self._graph_off:
+            details["cuda_graph_off"] = self._graph_off
+        return details
+
+
+def _create_context(trt, engine):
+    """An execution context that allocates scratch memory for the profile in use.
+
+    TensorRT 10 documents `create_execution_context(strategy)`; a build whose binding takes
+    no strategy gets it through an IRuntimeConfig, the other documented route. None (out of
+    memory) is returned as is for the caller to refuse.
+    """
+    strategy = trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE
+    try:
+        return engine.create_execution_context(strategy)
+    except TypeError:
+        if not hasattr(engine, "create_runtime_config"):
+            raise
+    config = engine.create_runtime_config()
+    config.set_execution_context_allocation_strategy(strategy)
+    return engine.create_execution_context(config)
