@@ -14,6 +14,7 @@ import numpy as np
 from styleship._lazy import require
 from styleship.errors import BackendUnavailable, ModelError, first_line
 from styleship.runtime.backends.base import BaseBackend
+from styleship.runtime.engines import BUILD_MAX_BATCH, BUILD_SIZES
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -21,11 +22,11 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 # Precision -> bundle file, per provider. tf32 is the fp32 graph with TF32 maths
-# allowed; the TensorRT EP builds fp16 engines from the fp32 graph itself.
+# allowed; the TensorRT EP runs fp16 from the fp16 graph (backends/ort_trt.py says why).
 PRECISIONS = {
     "cpu": {"fp32": "fp32", "fp16": "fp16", "int8": "int8"},  # fp16: parity checks only
     "cuda": {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16"},
-    "tensorrt": {"fp32": "fp32", "fp16": "fp32"},
+    "tensorrt": {"fp32": "fp32", "fp16": "fp16"},
 }
 
 
@@ -37,28 +38,20 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _trt_cache_key(bundle_hash: str, graph: str, device_id: int) -> str:
-    import importlib.metadata
-
-    import onnxruntime
-
-    try:
-        trt = importlib.metadata.version("tensorrt")
-    except importlib.metadata.PackageNotFoundError:
-        trt = "system"
-    try:
-        from styleship.runtime.backends._cuda import gpu_identity
-
-        gpu = gpu_identity(device_id).tag
-    except BackendUnavailable:
-        gpu = f"gpu{device_id}"
-    return f"{bundle_hash[:16]}-{graph}-ort{onnxruntime.__version__}-trt{trt}-{gpu}"
-
-
 class OrtBackend(BaseBackend):
-    def __init__(self, provider: str = "cpu", threads: int | None = None, **options) -> None:
+    def __init__(
+        self,
+        provider: str = "cpu",
+        threads: int | None = None,
+        trt_sizes: tuple[int, ...] = BUILD_SIZES,
+        trt_max_batch: int = BUILD_MAX_BATCH,
+        **options,
+    ) -> None:
+        """`options` go to the provider as they are; `trt_sizes`/`trt_max_batch` are the
+        TensorRT provider's profiles (as `styleship build --shapes/--max-batch`)."""
         super().__init__()
         self.provider = provider
+        self.trt_sizes, self.trt_max_batch = tuple(trt_sizes), trt_max_batch
         self.name = f"ort-{'trt' if provider == 'tensorrt' else provider}"
         self.threads = threads
         self.options = options
@@ -71,23 +64,15 @@ class OrtBackend(BaseBackend):
         if self.provider == "cuda":
             opts |= {"use_tf32": int(precision == "tf32"), "cudnn_conv_algo_search": "EXHAUSTIVE"}
         elif self.provider == "tensorrt":
-            # ORT does not invalidate its engine cache when the model, ORT, TensorRT or the
-            # GPU changes (its docs say to delete it by hand), so the directory is keyed by all.
+            from styleship.runtime.backends import ort_trt
             from styleship.runtime.style_cache import default_cache_dir
 
-            cache = (
-                default_cache_dir().parent
-                / "ort-trt"
-                / _trt_cache_key(self.bundle.hash, self.graph, device_id)
-            )
+            key = ort_trt.cache_key(self.bundle.hash, self.graph, device_id)
+            cache = default_cache_dir().parent / "ort-trt" / key
             cache.mkdir(parents=True, exist_ok=True)
-            opts |= {
-                "trt_fp16_enable": precision == "fp16",
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True,
-                "trt_timing_cache_path": str(cache),
-            }
+            opts = ort_trt.provider_options(
+                self.bundle, self.graph, device_id, cache, self.trt_sizes, self.trt_max_batch
+            )
         return opts | self.options
 
     def _load(self, path: Path, device: str, precision: str) -> None:
@@ -172,4 +157,11 @@ class OrtBackend(BaseBackend):
 
     def _details(self) -> dict:
         providers = self._session.get_providers() if self._session else []
-        return {"providers": providers, "threads": self.threads or cpu_threads()}
+        details = {"providers": providers, "threads": self.threads or cpu_threads()}
+        if self.provider == "tensorrt":
+            from styleship.runtime.backends.ort_trt import FP16_NOTE, TF32_NOTE
+
+            details |= {"tf32": TF32_NOTE, "profile_sizes": list(self.trt_sizes)}
+            if self.precision == "fp16":
+                details["fp16"] = FP16_NOTE
+        return details
