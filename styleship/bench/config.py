@@ -119,6 +119,7 @@ class Suite:
     runs: tuple[RunBlock, ...]
     gatys: GatysSpec
     text: str = ""  # the suite file as read: recorded with the results, re-parsed by workers
+    peak_probe: bool = True  # time the GEMM/conv peak probes each pass (bench/probe.py)
 
     def cases(self) -> list[BenchCase]:
         """Every case of every run block, in order, without duplicates."""
@@ -199,7 +200,10 @@ def parse_suite(text: str, path: Path) -> Suite:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path.name}: not valid TOML ({exc})") from None
     top = {"name", "description", "device", "content", "style", "vgg", "seed", "timing"}
+    top |= {"peak_probe"}
     _check_keys(data, top | {"model", "run", "gatys"}, path.name)
+    if not isinstance(data.get("peak_probe", True), bool):
+        raise InputError(f"{path.name}: peak_probe must be true or false")
     base = path.parent
     device = data.get("device", "cpu")
     if device not in DEVICES:
@@ -273,6 +277,7 @@ def parse_suite(text: str, path: Path) -> Suite:
         runs=tuple(runs),
         gatys=gatys,
         text=text,
+        peak_probe=data.get("peak_probe", True),
     )
 
 

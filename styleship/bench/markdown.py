@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import math
 
+from styleship.bench.sections import (
+    ROOFLINE_HEADER,
+    roofline_cells,
+    roofline_section,
+    scaling_section,
+)
+
 PLOTS = ("latency_vs_size.png", "throughput_vs_batch.png", "speedup_vs_gatys.png")
-PLOTS += ("quality_vs_speed.png",)
+PLOTS += ("quality_vs_speed.png", "roofline.png")
 
 
 def fmt(value, kind: str = "ms") -> str:
@@ -22,6 +29,8 @@ def fmt(value, kind: str = "ms") -> str:
         return f"{value:.3f}"
     if kind == "pct":
         return f"{value * 100:+.0f}%"
+    if kind == "share":
+        return f"{value * 100:.0f}%" if value >= 0.1 else f"{value * 100:.1f}%"
     if value >= 100:
         return f"{value:,.0f}"
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
@@ -207,6 +216,7 @@ def _calibration(c: dict | None) -> list[str]:
 def _latency(rows: list[dict]) -> list[str]:
     header = [*CASE, "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "images/s", "n"]
     header += ["passes", "first run ms", "peak RSS MiB", "RSS growth MiB", "faults/call"]
+    header += ROOFLINE_HEADER
     table = [
         [
             *_case(r),
@@ -222,6 +232,7 @@ def _latency(rows: list[dict]) -> list[str]:
             fmt(r["peak_rss_mib"]),
             fmt(r.get("rss_growth_mib")),
             fmt(r.get("faults_per_call")),
+            *roofline_cells(r, fmt),
         ]
         for r in ok_rows(rows, view="compute")
         if r["method"] != "gatys"
@@ -339,6 +350,7 @@ def render_markdown(results: dict) -> str:
     out += (
         _gatys(rows, results.get("calibration")) + _latency(rows) + _end_to_end(rows) + _tiles(rows)
     )
+    out += roofline_section(results, fmt, _table) + scaling_section(results, fmt, _table)
     out += _quality(rows) + _skipped(rows)
     out.append("\nPlots: " + ", ".join(f"[{p}]({p})" for p in PLOTS) + "\n")
     return "".join(out)

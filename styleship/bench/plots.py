@@ -32,7 +32,7 @@ def _log_or_note(ax, values: list[float], *axes: str) -> None:
 
 
 def write_plots(results: dict, out_dir: Path) -> list[Path]:
-    """The four PNGs; each is written atomically (rendered to bytes first)."""
+    """The five PNGs; each is written atomically (rendered to bytes first)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,4 +146,47 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
     if groups:
         a2.legend(fontsize=7)
     save(fig, PLOTS[3])
+
+    # 5. roofline: achieved GFLOP/s of every row per backend and precision, against the peak
+    fig, ax = plt.subplots(figsize=(9, 5))
+    groups: dict[str, list] = {}
+    for r in ok_rows(rows):
+        if r.get("achieved_gflops") is not None and r["view"] == "compute":
+            groups.setdefault(f"{r['backend']}\n{r['precision']}", []).append(r)
+    peaks = (results.get("roofline") or {}).get("peaks", {})
+    models = sorted({r["model"] for g in groups.values() for r in g})
+    colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    drawn = []
+    for i, (_, group) in enumerate(sorted(groups.items())):
+        for j, r in enumerate(group):
+            x = i + 0.5 * (j / max(1, len(group) - 1) - 0.5) * (len(group) > 1)
+            ax.scatter(x, r["achieved_gflops"], s=14, color=colours[r["model"]])
+            drawn.append(r["achieved_gflops"])
+        own = [
+            p["gflops"]
+            for p in (results.get("roofline") or {}).get("probes", [])
+            if p.get("status") == "ok"
+            and (p["engine"], p["precision"]) == (group[0]["backend"], group[0]["precision"])
+        ]
+        if own:  # the engine's own best probe, where it falls short of the machine's
+            ax.hlines(max(own), i - 0.35, i + 0.35, colors="grey", lw=1, linestyles="--")
+            drawn.append(max(own))
+        peak = group[0].get("peak_gflops")
+        if peak:
+            ax.hlines(peak, i - 0.35, i + 0.35, colors="k", lw=2)
+            ax.annotate(f"peak {peak:,.0f}", (i, peak), fontsize=7, ha="center", va="bottom")
+            drawn.append(peak)
+    for model, colour in colours.items():
+        ax.scatter([], [], color=colour, s=14, label=model)
+    ax.set_xticks(range(len(groups)), sorted(groups), fontsize=7)
+    ax.set_ylabel("GFLOP/s (log)")
+    ax.set_title("Achieved vs measured peak (solid: the machine's, dashed: this engine's probe)")
+    _log_or_note(ax, drawn, "y")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    if models:
+        ax.legend(fontsize=7)
+    if peaks:
+        names = ", ".join(f"{k} {v['gflops']:,.0f}" for k, v in peaks.items())
+        ax.text(0.01, 0.01, f"peaks GFLOP/s: {names}", transform=ax.transAxes, fontsize=7)
+    save(fig, PLOTS[4])
     return written

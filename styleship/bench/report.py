@@ -57,6 +57,10 @@ CSV_FIELDS = (
     "tile_mean_abs",
     "tile_max_abs",
     "psnr_vs_untiled_db",
+    "gflop_per_image",
+    "achieved_gflops",
+    "peak_gflops",
+    "fraction_of_peak",
 )
 
 

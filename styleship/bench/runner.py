@@ -105,7 +105,7 @@ class Runner:
             self.codes[model_id] = path
         return self.codes[model_id]
 
-    def _spawn(self, job: dict, name: str) -> dict:
+    def spawn(self, job: dict, name: str) -> dict:
         """Run one job in a fresh interpreter with this process's environment."""
         job = job | {"suite_text": self.suite.text, "suite_path": str(self.suite.path)}
         job_file = self.run_dir / f"{name}.job.json"
@@ -176,7 +176,7 @@ class Runner:
         name = "-".join(map(str, case.key)) + f"-p{index}"
         if index == 0 and block.quality and not block.tiles:
             job["output"] = str(self.run_dir / f"{name}.npy")
-        done.append(self._spawn(job, name) | {"output": job.get("output")})
+        done.append(self.spawn(job, name) | {"output": job.get("output")})
 
     def _peer_reason(self, case: BenchCase) -> str | None:
         """Why the peer cannot run this case, if it cannot."""
@@ -304,7 +304,7 @@ class Runner:
     def _gatys_job(self, size: int, marks: list[int], name: str) -> dict:
         device = "cuda:0" if self.suite.device == "cuda" else "cpu"
         job = {"kind": "gatys", "size": size, "marks": marks, "device": device}
-        return self._spawn(job | {"snapshots": str(self.run_dir / name)}, name)
+        return self.spawn(job | {"snapshots": str(self.run_dir / name)}, name)
 
     def calibrate(self) -> None:
         """A short standalone Gatys run at the smallest size (like `styleship gatys` alone)."""

@@ -17,7 +17,16 @@ from styleship import _atomic
 from styleship.bench import report
 from styleship.bench.config import Suite
 from styleship.bench.env import environment
+from styleship.bench.roofline import (
+    NOTE,
+    FlopCounter,
+    add_roofline,
+    measure_probes,
+    merge_probes,
+    peaks,
+)
 from styleship.bench.runner import P99_MIN_SAMPLES, Log, Runner
+from styleship.bench.scaling import cost_vs_pixels
 from styleship.bench.yardstick import add_style_gain
 from styleship.compare import psnr
 from styleship.errors import BackendUnavailable, InputError
@@ -195,7 +204,12 @@ def run_suite(
         on_step(f"gatys {size}²")
         rows += runner.run_gatys(size)
     cases = suite.cases()
+    device = "cuda:0" if suite.device == "cuda" else "cpu"
+    probe_passes = []
     for index in range(suite.timing.passes):
+        if suite.peak_probe:
+            on_step(f"peak probes (pass {index + 1}/{suite.timing.passes})")
+            probe_passes.append(measure_probes(runner.spawn, runner.status, device, index))
         for case in cases:
             label = f"{case.model} {case.backend} {case.precision} {case.size}² b{case.batch}"
             on_step(f"{label} (pass {index + 1}/{suite.timing.passes})")
@@ -207,6 +221,10 @@ def run_suite(
     add_peer_parity(rows)
     add_speedups(rows)
     add_style_gain(rows)
+    probes = merge_probes(probe_passes)
+    counter = FlopCounter(runner.bundles)
+    add_roofline(rows, counter.per_image, peaks(probes))
+    summary = summarize(rows)
     results = {
         "format": report.FORMAT,
         "format_version": report.FORMAT_VERSION,
@@ -245,8 +263,15 @@ def run_suite(
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": time.time() - started,
         "rows": rows,
-        "summary": summarize(rows),
+        "summary": summary,
         "peer": peer_summary(rows),
+        "roofline": {
+            "note": NOTE,
+            "peaks": peaks(probes),
+            "probes": probes,
+            "flop_errors": counter.errors,
+        },
+        "scaling": cost_vs_pixels(rows, summary),
     }
     _atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     report.write_reports(results, out_dir)
@@ -264,5 +289,7 @@ def require_device(suite: Suite) -> None:
 
 
 def count_steps(suite: Suite) -> int:
-    """Progress steps: calibration, Gatys sizes, every pass of every case, scoring."""
-    return 2 + len(suite.gatys.sizes) + suite.timing.passes * len(suite.cases())
+    """Progress steps: calibration, Gatys sizes, every pass of the probes and of every case,
+    scoring."""
+    per_pass = len(suite.cases()) + suite.peak_probe
+    return 2 + len(suite.gatys.sizes) + suite.timing.passes * per_pass

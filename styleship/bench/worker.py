@@ -287,13 +287,20 @@ def _peer(job: dict, suite) -> dict:
     }
 
 
+def _peak(job: dict, suite) -> dict:
+    """The GEMM and convolution peak probes of one engine (bench/probe.py)."""
+    from styleship.bench.probe import run_probes
+
+    return {"status": "ok", "probes": run_probes(job["engine"], job["device"])}
+
+
 def _version(dist: str) -> str:
     from importlib.metadata import version
 
     return version(dist)
 
 
-KINDS = {"case": _case, "tiled": _tiled, "gatys": _gatys, "peer": _peer}
+KINDS = {"case": _case, "tiled": _tiled, "gatys": _gatys, "peer": _peer, "peak": _peak}
 
 
 def run_job(job: dict) -> dict:
