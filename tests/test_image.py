@@ -207,3 +207,18 @@ def test_opencv_prints_nothing_on_a_damaged_file():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "image is not a readable image (unknown format, or truncated)"
     assert proc.stderr == ""
+
+
+def test_find_images_takes_absolute_globs_home_paths_and_bracketed_names(tmp_path, monkeypatch):
+    from styleship.runtime.image import find_images
+
+    for name in ("a.jpg", "b.png", "shot[1].jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.jpg").write_bytes(b"x")
+    assert find_images([str(tmp_path / "*.jpg")]) == [tmp_path / "a.jpg", tmp_path / "shot[1].jpg"]
+    assert find_images([str(tmp_path / "**" / "c.jpg")]) == [tmp_path / "sub" / "c.jpg"]
+    # A file whose name looks like a pattern is that file, not a pattern.
+    assert find_images([str(tmp_path / "shot[1].jpg")]) == [tmp_path / "shot[1].jpg"]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert find_images(["~/b.png"]) == [tmp_path / "b.png"]

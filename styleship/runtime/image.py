@@ -8,6 +8,7 @@ sizes that are not multiples of 8 (reflection padding, cropped back).
 
 from __future__ import annotations
 
+import glob
 import os
 import struct
 import zlib
@@ -354,11 +355,13 @@ def find_images(args: list[str]) -> list[Path]:
     """
     found: list[Path] = []
     for arg in args:
-        path = Path(arg)
+        path = Path(arg).expanduser()
         if path.is_dir():
             found += sorted(p for p in path.iterdir() if p.suffix.lower() in READ_EXTENSIONS)
-        elif any(ch in arg for ch in "*?["):
-            found += sorted(p for p in Path().glob(arg) if p.is_file())
+        elif not path.exists() and any(ch in arg for ch in "*?["):
+            # glob.glob, not Path.glob: absolute patterns and "**" work as the shell's do.
+            matches = glob.glob(str(path), recursive=True)
+            found += sorted(Path(p) for p in matches if Path(p).is_file())
         else:
             found.append(path)
     if not found:
