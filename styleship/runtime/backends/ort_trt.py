@@ -35,10 +35,13 @@ def cache_key(bundle_hash: str, graph: str, device_id: int) -> str:
     """Directory name for ORT's engine and timing caches: bundle, graph, ORT, TensorRT, GPU."""
     import onnxruntime
 
-    try:
-        trt = importlib.metadata.version("tensorrt")
-    except importlib.metadata.PackageNotFoundError:
-        trt = "system"
+    trt = "system"  # libnvinfer from outside pip
+    for dist in ("tensorrt-cu13", "tensorrt-cu12", "tensorrt"):  # the gpu extra's first
+        try:
+            trt = importlib.metadata.version(dist)
+            break
+        except importlib.metadata.PackageNotFoundError:
+            continue
     try:
         from styleship.runtime.backends._cuda import gpu_identity
 
