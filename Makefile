@@ -61,6 +61,14 @@ GPU_OUT ?= benchmarks/results/gpu
 bench-gpu: install
 	$(PY) -m styleship bench --suite gpu --out $(GPU_OUT)
 
+# On a lent GPU machine (no internet; its python3 already holds PyTorch): installs styleship
+# without dependencies into a temporary folder, runs `pytest -m gpu` and the gpu-quick suites,
+# and writes results, environment and logs into one folder; elsewhere it stops with one line.
+# No `install` prerequisite on purpose: that would build a venv from the network.
+GPU_CHECK_OUT ?= build/gpu-check
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+
 # Both demo bundles behind Triton (PyTriton) on :8000/:8001/:8002 until Ctrl-C; prints examples.
 serve-demo: install
 	$(PY) -m styleship serve assets/models/stvae-demo.stvae assets/models/vqvae-demo.vqvae

@@ -29,9 +29,12 @@ def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bund
     from styleship.models.registry import get_family
 
     family = get_family(spec.family)
+    # GPU suites also get fp16 graphs: fp16 TensorRT engines and ORT's fp16 are built from them.
+    fp16 = suite.device == "cuda"
+    precisions = ["fp32", "fp16", "int8"] if fp16 else ["fp32", "int8"]
     key = sha256_json(
         {"family": spec.family, "config": spec.config, "vgg": spec.vgg, "seed": suite.seed}
-        | {"styleship": __version__, "precisions": ["fp32", "int8"], "int8_min_psnr": 30.0}
+        | {"styleship": __version__, "precisions": precisions, "int8_min_psnr": 30.0}
     )[:16]
     path = work_dir / f"{model_id}-{key}.{family.name}"
     if (path / "manifest.json").is_file():
@@ -39,7 +42,7 @@ def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bund
     log(f"building {model_id} (seeded random weights) and exporting it")
     model, weights = family.create(family.config_from_dict(spec.config), spec.vgg, suite.seed)
     ckpt = save_checkpoint(work_dir / f"{model_id}-{key}", family.name, model, weights)
-    return Bundle.load(export_bundle(ckpt, path, force=True, int8=True))
+    return Bundle.load(export_bundle(ckpt, path, force=True, fp16=fp16, int8=True))
 
 
 def _imported(name: str, work_dir: Path, log: Log) -> Bundle:

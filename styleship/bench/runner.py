@@ -154,7 +154,7 @@ class Runner:
                     }
                 )
                 return
-            if case.backend == "tensorrt" and index == 0:
+            if case.backend in ("tensorrt", "tensorrt-graph") and index == 0:
                 self._engines(case, block, bundle)
             code = self.style_code(case.model) if case.style == "cached" else None
         except BackendUnavailable as exc:
