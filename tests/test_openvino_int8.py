@@ -1,0 +1,97 @@
+"""OpenVINO int8: its parity record (PSNR and SSIM vs fp32, the 30 dB bar, OpenVINO's times)
+and the bundle's default precision following it only where it passes and is faster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from styleship.runtime.backends import available_backends, create_backend
+from styleship.runtime.bundle import Bundle
+
+DEMO = ROOT / "assets" / "models" / "stvae-demo.stvae"
+needs_openvino = pytest.mark.skipif(
+    available_backends()["openvino"] is not None, reason="OpenVINO is not installed"
+)
+
+
+def _with_parity(tmp_path, parity: dict) -> Bundle:
+    path = tmp_path / "b.stvae"
+    shutil.copytree(DEMO, path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["precision_parity"] = parity
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return Bundle.load(path)
+
+
+def test_the_default_is_the_fastest_precision_cleared_on_the_backend(tmp_path):
+    bf16 = {"backend": "openvino", "passed": True, "default": True, "p50_ms": 5.0}
+    int8 = {"backend": "openvino", "passed": True, "default": True, "p50_ms": 4.0}
+    fp16 = {"backend": "ort-cpu", "passed": True, "default": False}
+    b = _with_parity(tmp_path, {"bf16": bf16, "int8": int8, "fp16": fp16})
+    assert b.default_precision("openvino") == "int8" and b.default_precision("ort-cpu") == "fp32"
+    manifest = json.loads((b.path / "manifest.json").read_text())
+    manifest["precision_parity"]["int8"] |= {"p50_ms": 6.0}
+    (b.path / "manifest.json").write_text(json.dumps(manifest))
+    assert Bundle.load(b.path).default_precision("openvino") == "bf16"
+    manifest["precision_parity"]["bf16"] |= {"default": False}
+    manifest["precision_parity"]["int8"] |= {"passed": False, "default": False}
+    (b.path / "manifest.json").write_text(json.dumps(manifest))
+    assert Bundle.load(b.path).default_precision("openvino") == "fp32"
+    if available_backends()["openvino"] is None:
+        from styleship.runtime.stylizer import Stylizer
+
+        manifest["precision_parity"]["int8"] |= {"passed": True, "default": True}
+        (b.path / "manifest.json").write_text(json.dumps(manifest))
+        with Stylizer(Bundle.load(b.path), "openvino", cache_dir=None) as st:
+            assert st.precision == "int8"
+    # A manifest from before the timings: its one cleared precision, as before.
+    old = _with_parity(tmp_path / "old", {"bf16": {k: bf16[k] for k in bf16 if k != "p50_ms"}})
+    assert old.default_precision("openvino") == "bf16"
+
+
+@needs_openvino
+def test_export_records_openvino_int8_against_fp32(tmp_path):
+    from styleship.export.precision import INT8_MIN_PSNR, reduced_precision_parity
+    from styleship.export.samples import default_parity_images, parity_feed
+
+    bundle = Bundle.load(DEMO)
+    contents, styles = default_parity_images()
+    lines: list[str] = []
+    parity = reduced_precision_parity(
+        bundle, {128: parity_feed(contents, styles, 128)}, lines.append
+    )
+    record = parity["int8"]
+    assert (record["backend"], record["min_psnr_db"]) == ("openvino", INT8_MIN_PSNR)
+    assert record["graph"] == "style_encoder → stylizer"
+    results = {r["shapes"]: r for r in record["results"]}
+    assert set(results) == {"dynamic", "shape-specific"}  # both of OpenVINO's model paths
+    assert all(r["size"] == 128 and 0 < r["ssim"] <= 1 for r in results.values())
+    assert record["passed"] == all(r["psnr_db"] >= INT8_MIN_PSNR for r in results.values())
+    assert record["default"] == (record["passed"] and record["p50_ms"] < record["fp32_p50_ms"])
+    assert any("int8 (openvino, dynamic model) vs fp32 @128" in line for line in lines)
+    if "reason" not in parity["bf16"]:
+        assert parity["bf16"]["p50_ms"] > 0 and parity["bf16"]["timed"]["graph"] == "stylizer"
+    # The record is what OpenVINO's int8 run gives, the way Stylizer runs a style, pair by
+    # pair on the dynamic model: recompute it.
+    feed = parity_feed(contents, styles, 128)
+    outs: dict[str, list] = {"fp32": [], "int8": []}
+    for precision, backend in (("fp32", "ort-cpu"), ("int8", "openvino")):
+        options = {"shape_cache": 0} if backend == "openvino" else {}
+        for i in range(len(feed["content"])):
+            with create_backend(backend, **options) as engine:
+                engine.load(bundle, "style_encoder", "cpu", precision)
+                codes = engine.run({"style": feed["style"][i : i + 1]})
+            with create_backend(backend, **options) as engine:
+                engine.load(bundle, "stylizer", "cpu", precision)
+                inputs = codes | {
+                    "content": feed["content"][i : i + 1],
+                    "alpha": feed["strength"][i : i + 1],
+                }
+                outs[precision].append(engine.run(inputs)["image"])
+    mse = float(np.mean((np.concatenate(outs["fp32"]) - np.concatenate(outs["int8"])) ** 2))
+    assert results["dynamic"]["psnr_db"] == pytest.approx(10 * np.log10(1 / mse), abs=0.05)
