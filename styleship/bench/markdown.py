@@ -305,6 +305,7 @@ def _quality(rows: list[dict]) -> list[str]:
         [
             *_case(r),
             fmt(r.get("psnr_vs_fp32_db"), "db") if r.get("psnr_reference") else "-",
+            fmt(r.get("ssim_vs_fp32"), "ssim"),
             r.get("psnr_reference") or "(is the reference)",
             fmt(r["ssim_content"], "ssim"),
             fmt(r.get("content_loss"), "loss"),
@@ -315,7 +316,8 @@ def _quality(rows: list[dict]) -> list[str]:
         for r in scored
         if r["batch"] == min(x["batch"] for x in scored if x["model"] == r["model"])
     ]
-    header = [*CASE, "PSNR vs fp32 dB", "reference", "SSIM to content", "content loss"]
+    header = [*CASE, "PSNR vs fp32 dB", "SSIM vs fp32", "reference", "SSIM to content"]
+    header += ["content loss"]
     header += ["style loss", *YARDSTICK, "PSNR vs peer dB"]
     return [
         "\n## Quality (batch 1 output)\n\n",

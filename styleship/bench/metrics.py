@@ -1,4 +1,4 @@
-"""Quality next to speed: SSIM to the content, VGG content/style losses, PSNR vs fp32.
+"""Quality next to speed: SSIM to the content, VGG content/style losses, PSNR and SSIM vs fp32.
 
 The losses are the Gatys objective's own terms (`models/gatys.py`) under the
 suite's named VGG-19, so a feed-forward output and a Gatys result at some
@@ -77,4 +77,5 @@ def quality(
     if reference is not None:
         value = psnr(reference, image)
         row["psnr_vs_fp32_db"] = None if np.isinf(value) else value
+        row["ssim_vs_fp32"] = ssim(image, reference)
     return row

@@ -51,6 +51,7 @@ CSV_FIELDS = (
     "content_loss",
     "style_loss",
     "psnr_vs_fp32_db",
+    "ssim_vs_fp32",
     "psnr_reference",
     "tile",
     "overlap",
