@@ -339,9 +339,10 @@ def test_build_errors(bundle, fake_trt):
 # -- the parts that need TensorRT itself -------------------------------------------------
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here")
 def test_without_tensorrt_the_backend_says_so(bundle):
-    assert "TensorRT is not installed" in available_backends()["tensorrt"]
-    with pytest.raises(BackendUnavailable, match="TensorRT"):
-        create_backend("tensorrt")
+    for name in ("tensorrt", "tensorrt-graph"):  # the CUDA-graph variant is a registry row
+        assert "TensorRT is not installed" in available_backends()[name]
+        with pytest.raises(BackendUnavailable, match="TensorRT"):
+            create_backend(name)
 
 
 @pytest.fixture
