@@ -102,8 +102,8 @@ def test_an_input_without_a_shape_is_an_error():
 # -- the peak probes --------------------------------------------------------------
 @pytest.fixture
 def small_probes(monkeypatch):
-    monkeypatch.setattr(probe, "GEMM", 128)
-    monkeypatch.setattr(probe, "CONV", {"channels": 32, "side": 16, "kernel": 3})
+    monkeypatch.setitem(probe.GEMM, "cpu", 128)
+    monkeypatch.setitem(probe.CONV, "cpu", {"channels": 32, "side": 16, "kernel": 3})
     monkeypatch.setattr(probe, "PROBE_TIMING", probe.Timing(0, 2, 3, 0.0, 1.0))
 
 
@@ -280,3 +280,14 @@ def test_peak_probe_must_be_a_boolean(tmp_path):
     with pytest.raises(InputError, match="peak_probe must be true or false"):
         parse_suite(text, tmp_path / "s.toml")
     assert parse_suite(text.replace('"no"', "false"), tmp_path / "s.toml").peak_probe is False
+
+
+def test_the_peak_worker_kind_returns_the_probes(small_probes, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from styleship.bench.worker import run_job
+
+    job = {"kind": "peak", "engine": "ort-cpu", "device": "cpu"}
+    job |= {"suite_text": 'content = "c.jpg"\nstyle = "s.jpg"\n', "suite_path": str(tmp_path / "s")}
+    result = run_job(job)
+    assert result["status"] == "ok" and len(result["probes"]) == 6
+    assert {p["engine"] for p in result["probes"]} == {"ort-cpu"}

@@ -6,8 +6,10 @@ best kernels reach on this chip, with the same threads and the same thread
 pool, not a datasheet figure. Each probe is one big operator with nothing
 around it, so its time is arithmetic alone:
 
-- `gemm`: a 2048×2048 by 2048×2048 MatMul (the weight a constant).
-- `conv`: a 3×3 convolution, 256 → 256 channels, on a 1×256×64×64 input.
+- `gemm`: a 2048×2048 by 2048×2048 MatMul (the weight a constant);
+  8192³ on a GPU, which a smaller one would not fill.
+- `conv`: a 3×3 convolution, 256 → 256 channels, on a 1×256×64×64 input;
+  512 channels on 128² on a GPU.
 
 fp32 and bf16 run the float graph (bf16 through OpenVINO's inference
 precision hint, and torch on bf16 tensors); int8 runs a QDQ twin (uint8
@@ -25,44 +27,54 @@ import numpy as np
 
 from styleship.bench.config import Timing
 
-GEMM = 2048
-CONV = {"channels": 256, "side": 64, "kernel": 3}
+GEMM = {"cpu": 2048, "cuda": 8192}  # M = N = K
+CONV = {  # a 3×3 convolution, channels → channels, on a side² input
+    "cpu": {"channels": 256, "side": 64, "kernel": 3},
+    "cuda": {"channels": 512, "side": 128, "kernel": 3},
+}
 # Short and fixed, so peaks are comparable across suites whatever their own timing.
 PROBE_TIMING = Timing(warmup=2, min_iterations=3, max_iterations=50, min_seconds=0.3)
 ENGINES = {"cpu": ("openvino", "ort-cpu", "torch"), "cuda": ("torch",)}
 
 
-def probe_flops(probe: str) -> int:
+def _conv(kind: str) -> tuple[int, int, int]:
+    c = CONV[kind]
+    return c["channels"], c["side"], c["kernel"]
+
+
+def probe_flops(probe: str, kind: str = "cpu") -> int:
     """FLOPs of one call (2 per multiply-accumulate)."""
     if probe == "gemm":
-        return 2 * GEMM**3
-    c, s, k = CONV["channels"], CONV["side"], CONV["kernel"]
+        return 2 * GEMM[kind] ** 3
+    c, s, k = _conv(kind)
     return 2 * c * c * k * k * s * s
 
 
-def describe(probe: str) -> str:
+def describe(probe: str, kind: str = "cpu") -> str:
     if probe == "gemm":
-        return f"MatMul {GEMM}×{GEMM}×{GEMM}"
-    c, s, k = CONV["channels"], CONV["side"], CONV["kernel"]
+        n = GEMM[kind]
+        return f"MatMul {n}×{n}×{n}"
+    c, s, k = _conv(kind)
     return f"Conv {k}×{k} {c}→{c} ch at {s}²"
 
 
-def _feed(probe: str) -> np.ndarray:
+def _feed(probe: str, kind: str = "cpu") -> np.ndarray:
     rng = np.random.default_rng(0)
-    shape = (GEMM, GEMM) if probe == "gemm" else (1, CONV["channels"], CONV["side"], CONV["side"])
+    c, s, _ = _conv(kind)
+    shape = (GEMM[kind],) * 2 if probe == "gemm" else (1, c, s, s)
     return rng.uniform(0, 1, shape).astype(np.float32)
 
 
-def _weight(probe: str) -> np.ndarray:
+def _weight(probe: str, kind: str = "cpu") -> np.ndarray:
     rng = np.random.default_rng(1)
-    c, k = CONV["channels"], CONV["kernel"]
-    shape = (GEMM, GEMM) if probe == "gemm" else (c, c, k, k)
+    c, _, k = _conv(kind)
+    shape = (GEMM[kind],) * 2 if probe == "gemm" else (c, c, k, k)
     return rng.uniform(-0.05, 0.05, shape).astype(np.float32)
 
 
 def probe_graph(probe: str, int8: bool = False):
-    """The probe as an ONNX model; `int8` puts QuantizeLinear/DequantizeLinear pairs on the
-    activation (uint8) and the weight (int8), as a QDQ-quantised graph has them."""
+    """The CPU probe as an ONNX model; `int8` puts QuantizeLinear/DequantizeLinear pairs on
+    the activation (uint8) and the weight (int8), as a QDQ-quantised graph has them."""
     from onnx import TensorProto, helper, numpy_helper
 
     x_shape = list(_feed(probe).shape)
@@ -89,9 +101,9 @@ def probe_graph(probe: str, int8: bool = False):
         inits.append(numpy_helper.from_array(weight, "w"))
     if probe == "gemm":
         nodes.append(helper.make_node("MatMul", [x, w], ["y"]))
-        y_shape = [GEMM, GEMM]
+        y_shape = [GEMM["cpu"]] * 2
     else:
-        pad = CONV["kernel"] // 2
+        pad = CONV["cpu"]["kernel"] // 2
         nodes.append(helper.make_node("Conv", [x, w], ["y"], pads=[pad] * 4))
         y_shape = x_shape
     graph = helper.make_graph(
@@ -152,10 +164,11 @@ def _torch(probe: str, precision: str, device: str) -> tuple[Callable[[], object
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
             precision == "tf32"
         )
-    x = torch.from_numpy(_feed(probe)).to(device, dtype)
-    w = torch.from_numpy(_weight(probe)).to(device, dtype)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    x = torch.from_numpy(_feed(probe, kind)).to(device, dtype)
+    w = torch.from_numpy(_weight(probe, kind)).to(device, dtype)
     op = torch.matmul if probe == "gemm" else torch.nn.functional.conv2d
-    extra = {} if probe == "gemm" else {"padding": CONV["kernel"] // 2}
+    extra = {} if probe == "gemm" else {"padding": CONV[kind]["kernel"] // 2}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def call() -> None:
@@ -182,7 +195,7 @@ def run_probes(engine: str, device: str) -> list[dict]:
     for precision in PRECISIONS[kind]:
         for probe in ("gemm", "conv"):
             base = {"engine": engine, "precision": precision, "probe": probe}
-            base |= {"shape": describe(probe), "flops": probe_flops(probe)}
+            base |= {"shape": describe(probe, kind), "flops": probe_flops(probe, kind)}
             try:
                 if engine == "openvino":
                     fn, version = _openvino(probe, precision)
