@@ -260,6 +260,13 @@ def test_markdown_and_csv_carry_the_roofline_columns():
     ]
     assert csv_first.split(",")[-4:] == ["2.0", "200.0", "", "0.5"]
     assert "## Roofline" not in render_markdown(_results([old], None))
+    summary = {"model": "m", "size": 256, "best_backend": "openvino", "best_precision": "fp32"}
+    summary |= {"best_p50_ms": 10.0, "best_psnr_vs_fp32_db": None, "torch_eager_p50_ms": None}
+    summary |= {"speedup_vs_torch_eager": None, "end_to_end_p50_ms": None, "speedup_vs_gatys": {}}
+    summary |= {"end_to_end_overhead": None, "best_fraction_of_peak": 0.25}
+    md = render_markdown(_results([new], roof) | {"summary": [summary]})
+    head = [ln for ln in md.split("## Headline")[1].splitlines() if ln.startswith("|")]
+    assert "| of peak |" in head[0] and "| 25% |" in head[2]
 
 
 def test_committed_results_still_render(tmp_path):

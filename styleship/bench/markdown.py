@@ -109,7 +109,8 @@ def _intro(results: dict) -> list[str]:
 
 
 def _headline(results: dict, budgets: list[int]) -> list[str]:
-    header = ["model", "size", "best backend", "p50 ms", "PSNR vs fp32 dB", "torch eager ms"]
+    header = ["model", "size", "best backend", "p50 ms", "PSNR vs fp32 dB", "of peak"]
+    header += ["torch eager ms"]
     header += ["× torch eager", "end-to-end ms", "e2e overhead"]
     header += [f"× Gatys-{b}" for b in budgets]
     table = []
@@ -120,6 +121,7 @@ def _headline(results: dict, budgets: list[int]) -> list[str]:
             f"{s['best_backend']} {s['best_precision']}",
             fmt(s["best_p50_ms"]),
             fmt(s["best_psnr_vs_fp32_db"], "db"),
+            fmt(s.get("best_fraction_of_peak"), "share"),
             fmt(s["torch_eager_p50_ms"]),
             fmt(s["speedup_vs_torch_eager"], "x"),
             fmt(s["end_to_end_p50_ms"]),

@@ -91,6 +91,8 @@ def summarize(rows: list[dict]) -> list[dict]:
                 "best_precision": best["precision"],
                 "best_p50_ms": best["p50_ms"],
                 "best_psnr_vs_fp32_db": best.get("psnr_vs_fp32_db"),
+                "best_achieved_gflops": best.get("achieved_gflops"),
+                "best_fraction_of_peak": best.get("fraction_of_peak"),
                 "torch_eager_p50_ms": torch_ref["p50_ms"] if torch_ref else None,
                 "speedup_vs_torch_eager": torch_ref["p50_ms"] / best["p50_ms"]
                 if torch_ref
@@ -222,8 +224,9 @@ def run_suite(
     add_speedups(rows)
     add_style_gain(rows)
     probes = merge_probes(probe_passes)
+    peak_table = peaks(probes)
     counter = FlopCounter(runner.bundles)
-    add_roofline(rows, counter.per_image, peaks(probes))
+    add_roofline(rows, counter.per_image, peak_table)
     summary = summarize(rows)
     results = {
         "format": report.FORMAT,
@@ -267,7 +270,7 @@ def run_suite(
         "peer": peer_summary(rows),
         "roofline": {
             "note": NOTE,
-            "peaks": peaks(probes),
+            "peaks": peak_table,
             "probes": probes,
             "flop_errors": counter.errors,
         },
