@@ -244,6 +244,10 @@ def test_any_suite_renders_its_reports(tmp_path):
     gatys = [x for x in results["rows"] if x["method"] == "gatys"]
     assert [g["budget"] for g in gatys] == [2]  # the calibration mark is not a budget row
     assert gatys[0]["ms_per_call"] == pytest.approx(gatys[0]["p50_ms"] / 2)
+    # One closure call at 64², counted by torch: VGG-19's convolutions forward and backward.
+    assert gatys[0]["call_flops"] > 2 * 64 * 64 * 64 * 3 * 9
+    assert gatys[0]["gflop_per_image"] == pytest.approx(2 * gatys[0]["call_flops"] / 1e9)
+    assert gatys[0]["achieved_gflops"] > 0 and "peaks" in results["roofline"]
 
 
 # -- a real run of cpu-quick ---------------------------------------------------------

@@ -175,6 +175,7 @@ def test_rows_get_achieved_gflops_and_their_share_of_the_peak():
         _row(view="end-to-end", p50_ms=20.0),
         _row(method="gatys", model="gatys", budget=100),
         _row(status="skipped", p50_ms=None),
+        _row(method="gatys", model="gatys", budget=100, p50_ms=1000.0, call_flops=3e9),
     ]
     table = {"fp32": {"gflops": 400.0}, "int8": {"gflops": 1000.0}}
     roofline.add_roofline(rows, lambda m, g, s: flops.get((m, g, s)), table)
@@ -186,6 +187,8 @@ def test_rows_get_achieved_gflops_and_their_share_of_the_peak():
     assert rows[2]["fraction_of_peak"] is None  # no bf16 peak measured
     assert rows[3]["achieved_gflops"] == pytest.approx(100.0)
     assert "achieved_gflops" not in rows[4] and "achieved_gflops" not in rows[5]
+    assert rows[6]["gflop_per_image"] == pytest.approx(300.0)  # 100 calls of 3 GFLOP
+    assert rows[6]["achieved_gflops"] == pytest.approx(300.0)  # in one second
 
 
 # -- cost as work grows ----------------------------------------------------------------

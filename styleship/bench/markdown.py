@@ -173,7 +173,7 @@ def _gatys(rows: list[dict], calibration: dict | None) -> list[str]:
     if not gatys:
         return []
     header = ["size", "calls", "precision", "time", "ms per call", "content loss", "style loss"]
-    header += ["SSIM to content", *YARDSTICK, "peak RSS MiB"]
+    header += ["SSIM to content", *YARDSTICK, "peak RSS MiB", *ROOFLINE_HEADER]
     table = [
         [
             f"{r['size']}²",
@@ -186,6 +186,7 @@ def _gatys(rows: list[dict], calibration: dict | None) -> list[str]:
             fmt(r["ssim_content"], "ssim"),
             *_yardstick(r),
             fmt(r["peak_rss_mib"]),
+            *roofline_cells(r, fmt),
         ]
         for r in gatys
     ]

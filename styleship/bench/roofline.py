@@ -23,7 +23,8 @@ PEAK_FALLBACK = {"tf32": "fp32", "fp16": "fp32"}
 NOTE = (
     "FLOPs: 2 per multiply-accumulate of Conv, ConvTranspose, MatMul and Gemm in the row's "
     "fp32 graph at its size (stylizer if the style is cached, fused if not; tiled rows: the "
-    "untiled image); achieved = FLOPs × batch / p50; peak: the fastest probe per precision."
+    "untiled image; Gatys: its closure calls, counted by torch's FlopCounterMode); "
+    "achieved = FLOPs × batch / p50; peak: the fastest probe per precision."
 )
 
 
@@ -86,14 +87,18 @@ def peak_for(precision: str, table: dict[str, dict]) -> float | None:
 
 
 def add_roofline(rows: list[dict], flops: Callable[[str, str, int], int | None], table: dict):
-    """Annotate every timed feed-forward row in place: GFLOP per image, achieved GFLOP/s,
-    the peak at its precision and the fraction of it. Gatys rows (torch autograd, no
-    graph) and rows without a p50 are left without."""
+    """Annotate every timed row in place: GFLOP per image, achieved GFLOP/s, the peak at
+    its precision and the fraction of it. A Gatys row's image costs its budget of closure
+    calls, each counted by torch (bench/worker.py); rows without a count are left without."""
     for r in rows:
-        if r.get("status") != "ok" or r.get("method") == "gatys" or not r.get("p50_ms"):
+        if r.get("status") != "ok" or not r.get("p50_ms"):
             continue
-        graph = "stylizer" if r["style"] == "cached" else "fused"
-        per_image = flops(r["model"], graph, r["size"])
+        if r.get("method") == "gatys":
+            calls = r.get("call_flops")
+            per_image = calls * r["budget"] if calls else None
+        else:
+            graph = "stylizer" if r["style"] == "cached" else "fused"
+            per_image = flops(r["model"], graph, r["size"])
         if per_image is None:
             continue
         batch = r["batch"] if r["view"] == "compute" else 1

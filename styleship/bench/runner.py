@@ -384,6 +384,7 @@ class Runner:
                     "p50_ms": ms,
                     "mean_ms": ms,
                     "ms_per_call": ms / mark["calls"],
+                    "call_flops": result.get("call_flops"),
                     "images_per_s": 1000 / ms,
                     "load_ms": result["setup_seconds"] * 1000,
                     "peak_rss_mib": result["peak_rss_mib"],

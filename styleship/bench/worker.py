@@ -200,6 +200,7 @@ def _gatys(job: dict, suite) -> dict:
     marks = job["marks"]
     with PeakMemory() as mem:
         result = baseline.run(content, style, max(marks), marks, snapshots=True)
+    call_flops = _call_flops(baseline, content)  # after the clock: the roofline's count
     checkpoints = []
     for mark in result.checkpoints:  # the images are scored by the parent, after all timing
         snapshot = f"{job['snapshots']}-{mark['calls']}.npy"
@@ -212,7 +213,23 @@ def _gatys(job: dict, suite) -> dict:
         "peak_rss_mib": mem.peak_mib,
         "rss_growth_mib": mem.growth_mib,
         "threads": torch.get_num_threads(),
+        "call_flops": call_flops,
     }
+
+
+def _call_flops(baseline, content) -> int:
+    """FLOPs of one closure call (VGG-19 forward, and backward to the image), counted by
+    torch's FlopCounterMode on the targets the run left set."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from styleship.models.gatys import to_tensor
+
+    cfg = baseline.config
+    image = to_tensor(content, baseline.device).requires_grad_(True)
+    with FlopCounterMode(display=False) as counter:
+        c, s = baseline.loss(image)
+        (cfg.content_weight * c + cfg.style_weight * s).backward()
+    return int(counter.get_total_flops())
 
 
 def _peer(job: dict, suite) -> dict:
