@@ -301,3 +301,28 @@ def test_the_peak_worker_kind_returns_the_probes(small_probes, tmp_path):
     result = run_job(job)
     assert result["status"] == "ok" and len(result["probes"]) == 6
     assert {p["engine"] for p in result["probes"]} == {"ort-cpu"}
+
+
+def test_a_graph_that_cannot_be_counted_is_recorded_not_fatal(tmp_path):
+    """An operator onnx cannot infer feeds a Conv: the count is refused with the reason, and
+    the suite's counter records it instead of losing the run."""
+    nodes = [
+        helper.make_node("Mystery", ["x"], ["m"], domain="example.custom"),
+        helper.make_node("Conv", ["m", "w"], ["y"]),
+    ]
+    model = _graph(nodes, [_const("w", (4, 3, 1, 1))])
+    model.opset_import.append(helper.make_opsetid("example.custom", 1))
+    with pytest.raises(ModelError, match="Conv .*shapes not resolved|no shape for 'm'"):
+        count_flops(model, {"x": (1, 3, 8, 8)})
+    path = tmp_path / "g.onnx"
+    onnx.save(model, path)
+
+    from styleship.runtime.bundle import Bundle
+
+    x = {"name": "x", "shape": ["batch", 3, "height", "width"], "kind": "content"}
+    y = {"name": "y", "shape": ["batch", 3, "height", "width"], "kind": "image"}
+    graphs = {"stylizer": {"inputs": [x], "outputs": [y], "files": {"fp32": path.name}}}
+    bundle = Bundle(tmp_path, {"graphs": graphs})
+    counter = roofline.FlopCounter({"m": bundle})
+    assert counter.per_image("m", "stylizer", 8) is None
+    assert "no shape for 'm'" in counter.errors["m stylizer 8"]

@@ -72,7 +72,10 @@ def _one_node_shapes(node, model, known: dict, values: dict, dtypes: dict) -> li
             inputs.append(helper.make_tensor_value_info(name, dtypes[name], known[name]))
     graph = helper.make_graph([node], "one", inputs, [], inits)
     one = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
-    inferred = onnx.shape_inference.infer_shapes(one, strict_mode=True, data_prop=True)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(one, strict_mode=True, data_prop=True)
+    except Exception:  # an op onnx cannot infer (another domain): its outputs stay unknown
+        return [None] * len(node.output)
     found = {v.name: v for v in inferred.graph.value_info}
     out = []
     for name in node.output:
