@@ -6,8 +6,9 @@ stylizer graph when the style is cached, the fused graph when it is not, the
 fp32 file whatever the row's precision (an int8 or bf16 run does the same
 arithmetic in narrower types). Achieved GFLOP/s is FLOPs × batch over the
 row's p50; a tiled row is credited with the untiled image's FLOPs, the
-useful work, not the overlap it recomputes. Peaks come from the probes
-(bench/probe.py): per precision, the fastest probe of any engine.
+useful work, not the overlap it recomputes. A Gatys row has no graph: its
+worker counts one closure call with torch's FlopCounterMode. Peaks come from
+the probes (bench/probe.py): per precision, the fastest probe of any engine.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def peak_for(precision: str, table: dict[str, dict]) -> float | None:
     return entry["gflops"] if entry else None
 
 
-def add_roofline(rows: list[dict], flops: Callable[[str, str, int], int | None], table: dict):
+def add_roofline(
+    rows: list[dict], flops: Callable[[str, str, int], int | None], table: dict
+) -> None:
     """Annotate every timed row in place: GFLOP per image, achieved GFLOP/s, the peak at
     its precision and the fraction of it. A Gatys row's image costs its budget of closure
     calls, each counted by torch (bench/worker.py); rows without a count are left without."""
