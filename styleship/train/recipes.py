@@ -65,7 +65,13 @@ def _perceptual(ln, out, ref) -> torch.Tensor:
 
 
 def _teacher_terms(ln, fo: dict, out, target) -> Terms:
-    """Pixel (L1) and feature (VGG MSE, relu1_1..relu4_1) distances to the teacher's output."""
+    """Distances to the teacher's output: pixels (L1), features (VGG MSE, relu1_1..relu4_1)
+    and feature statistics (mean/std and Gram, as the style losses but against the teacher).
+
+    Pixel and feature terms alone let the student settle on one average palette for every
+    style (measured: docs/training.md); the statistics terms need no spatial alignment
+    and pull each output's palette and texture toward its own teacher output.
+    """
     if target is None:
         return {}
     with torch.no_grad():
@@ -73,6 +79,8 @@ def _teacher_terms(ln, fo: dict, out, target) -> Terms:
     return {
         "teacher_pixel": F.l1_loss(out, target),
         "teacher_feature": sum(F.mse_loss(fo[k], ft[k]) for k in L.STYLE_LAYERS),
+        "teacher_style": L.mean_std_loss(fo, ft),
+        "teacher_gram": L.gram_loss(fo, ft),
     }
 
 
@@ -182,7 +190,12 @@ _DEMO = Preset(steps=3000, size=128, batch=4, width=0.25, lr=5e-4, loss_width=0.
 # Distillation from a pretrained teacher (train/teacher.py): the teacher's output is the
 # main target; the family's own terms stay, lighter, as a prior. Feature terms use
 # whatever VGG-19 the run has (random:SEED here), which is what the recipe records.
-_DISTILL_TERMS = {"teacher_pixel": 10.0, "teacher_feature": 1.0}
+_DISTILL_TERMS = {
+    "teacher_pixel": 10.0,
+    "teacher_feature": 1.0,
+    "teacher_style": 10.0,
+    "teacher_gram": 100.0,
+}
 _STVAE_DISTILL_W = {**_STVAE_W, "content": 1.0, "style": 1.0, "gram": 10.0, **_DISTILL_TERMS}
 _VQVAE_DISTILL_W = {**_VQVAE_W, "content": 0.5, "style": 1.0, "gram": 10.0, **_DISTILL_TERMS}
 # Sized to about 30 minutes per family on a 2-core CPU (measured: docs/training.md).
@@ -209,7 +222,7 @@ PRESETS: dict[tuple[str, str], Preset] = {
         also_train=(("encoder",), ("encoder", "decoder")),
     ),
     ("vqvae", "distill-demo"): replace(
-        _DISTILL_DEMO, steps=2500, config={"codebook_size": 256}, weights=_VQVAE_DISTILL_W
+        _DISTILL_DEMO, steps=2000, config={"codebook_size": 256}, weights=_VQVAE_DISTILL_W
     ),
     ("stvae", "distill"): replace(
         _DISTILL,
