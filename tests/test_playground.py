@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, free_ports, run_cli
 
 pytest.importorskip("pytriton", reason="the playground serves through PyTriton ('.[serve]')")
 pytest.importorskip("aiohttp", reason="the playground's page server is aiohttp ('.[serve]')")
@@ -34,16 +34,6 @@ CHROMEDRIVER = shutil.which("chromedriver")
 DEMO = ROOT / "assets" / "models" / "stvae-demo.stvae"
 PHOTO = ROOT / "assets" / "content" / "chelsea.jpg"
 WAIT_S = 120
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _up(url: str) -> bool:
@@ -58,7 +48,7 @@ def _up(url: str) -> bool:
 def playground(tmp_path_factory):
     """`styleship serve DEMO --ui` on free loopback ports; yields the page's URL."""
     tmp = tmp_path_factory.mktemp("playground")
-    http, grpc, metrics, ui = _free_ports(4)
+    http, grpc, metrics, ui = free_ports(4)
     cmd = [sys.executable, "-m", "styleship", "serve", str(DEMO), "--backend", "ort-cpu"]
     cmd += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
     cmd += ["--log-file", str(tmp / "triton.log"), "--ui", "--ui-port", str(ui)]
@@ -200,7 +190,7 @@ def test_a_taken_playground_port_is_one_line_before_triton_starts(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        http, grpc, metrics = _free_ports(3)
+        http, grpc, metrics = free_ports(3)
         started = time.time()
         result = run_cli(
             "serve", DEMO, "--backend", "ort-cpu", "--http-port", http, "--grpc-port", grpc,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, free_ports, run_cli
 
 from styleship.runtime import image as im
 from styleship.runtime.stylizer import Stylizer
@@ -34,21 +33,11 @@ MODEL = "stvae-demo"
 pytest.importorskip("pytriton", reason="serving tests need PyTriton (pip install '.[serve]')")
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 class ServerProcess:
     """`styleship serve` in a subprocess, waited on until both models are ready."""
 
     def __init__(self, tmp: Path, *args: str) -> None:
-        self.http, self.grpc, self.metrics = _free_ports(3)
+        self.http, self.grpc, self.metrics = free_ports(3)
         env = {**os.environ, "STYLESHIP_CACHE": str(tmp / "cache")}
         cmd = [sys.executable, "-m", "styleship", "serve", str(DEMO), "--backend", "ort-cpu"]
         cmd += ["--http-port", str(self.http), "--grpc-port", str(self.grpc)]

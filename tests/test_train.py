@@ -9,37 +9,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import run_cli  # noqa: E402
+from conftest import TINY_TRAIN, run_cli, tiny_trainer  # noqa: E402
 
 from styleship.models.checkpoint import load_checkpoint  # noqa: E402
 from styleship.train import losses as L  # noqa: E402
 from styleship.train.data import BatchMaker, FolderDataset  # noqa: E402
 from styleship.train.trainer import Trainer, lr_at  # noqa: E402
 
-TINY = {
-    "size": 32,
-    "batch": 2,
-    "width": 0.125,
-    "loss_width": 0.125,
-    "lr": 1e-3,
-    "sample_every": 1000,
-    "checkpoint_every": 1000,
-}
-
 
 def _trainer(family, assets, out, **over):
-    config = {"stvae": {"z_dim": 16, "matrix_size": 8}, "vqvae": {"codebook_size": 64}}[family]
-    return Trainer(
-        family,
-        assets / "content",
-        assets / "styles",
-        out,
-        "random:0",
-        "demo",
-        {**TINY, "config": config, **over},
-        seed=0,
-        workers=1,
-    )
+    return tiny_trainer(family, assets, out, **over)
 
 
 def _log(out):
@@ -99,7 +78,7 @@ def test_resume_reproduces_the_uninterrupted_run(assets, tmp_path, family):
         "random:0",
         "demo",
         {
-            **TINY,
+            **TINY_TRAIN,
             "steps": 12,
             "phase1": 0.5,
             "checkpoint_every": 3,
