@@ -39,9 +39,9 @@ train-demo: install
 	mkdir -p assets/models
 	$(PY) -m styleship import magenta -o $(TEACHER) --force
 	$(PY) -m styleship train stvae $(TRAIN_ARGS) -o $(RUNS)/stvae-demo
-	$(PY) -m styleship export $(RUNS)/stvae-demo/final -o assets/models/stvae-demo.stvae --force
+	$(PY) -m styleship export $(RUNS)/stvae-demo/final -o assets/models/stvae-demo.stvae --precision fp16,int8 --force
 	$(PY) -m styleship train vqvae $(TRAIN_ARGS) -o $(RUNS)/vqvae-demo
-	$(PY) -m styleship export $(RUNS)/vqvae-demo/final -o assets/models/vqvae-demo.vqvae --force
+	$(PY) -m styleship export $(RUNS)/vqvae-demo/final -o assets/models/vqvae-demo.vqvae --precision fp16,int8 --force
 
 # Held-out quality of the shipped demos against the teacher (docs/training.md).
 distill-eval: install

@@ -62,7 +62,8 @@ def mixed_inputs(tmp_path, contents):
     data = contents[2].read_bytes()
     (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
     cv2.imwrite(str(d / "tiny.png"), np.zeros((1, 1, 3), np.uint8))
-    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 9000, 9000)
+    side = 20_000  # 400 MP: over the 250 MP default, refused before decoding
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", side, side)
     (d / "huge.png").write_bytes(header + b"\x08\x02\x00\x00\x00" + b"\0" * 4 + b"IEND")
     return d
 

