@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
@@ -169,12 +169,19 @@ def large(bundle: Path, out: Path) -> list[dict]:
                 "--json",
             ]
             t = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN is the largest of all
+            # children so far, so a smaller image after a larger one would inherit its peak).
+            with open(Path(tmp) / "stdout", "w+") as so, open(Path(tmp) / "stderr", "w+") as se:
+                proc = subprocess.Popen(cmd, stdout=so, stderr=se, text=True)
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                so.seek(0), se.seek(0)
+                stdout, stderr = so.read(), se.read()
             secs = time.perf_counter() - t
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-            if done.returncode:
-                raise SystemExit(done.stderr)
-            tiling = json.loads(done.stdout)["results"][0]["tiling"]
+            peak = usage.ru_maxrss * 1024
+            if proc.returncode:
+                raise SystemExit(stderr)
+            tiling = json.loads(stdout)["results"][0]["tiling"]
             rows.append(
                 {
                     "image": label,

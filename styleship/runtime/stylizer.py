@@ -118,8 +118,12 @@ class Stylizer(TilingMixin):
         # How the last `stylize` call tiled and why (mode, tile, reason, memory figures).
         self.last_tiling: dict = {}
 
-    def _open(self, graph: str):
+    def _open(self, graph: str, memory_arena: bool = True):
+        """A loaded engine for one graph; `memory_arena=False` asks engines that keep a
+        memory arena (ONNX Runtime CPU) to return memory after each run instead."""
         backend = create_backend(self.backend_name)
+        if hasattr(backend, "memory_arena"):
+            backend.memory_arena = memory_arena
         backend.load(self.bundle, graph, self.device, self.precision)
         return backend
 

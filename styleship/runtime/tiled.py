@@ -30,7 +30,7 @@ class TilingMixin:
             engines: dict = {}
             try:
                 for graph in self._split.graphs:
-                    engines[graph] = self._open(graph)
+                    engines[graph] = self._open(graph, memory_arena=False)
             except StyleshipError as exc:
                 for engine in engines.values():
                     engine.close()

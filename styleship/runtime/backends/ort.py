@@ -57,6 +57,10 @@ class OrtBackend(BaseBackend):
         self.options = options
         self.precisions = PRECISIONS[provider]
         self._session = None
+        # ORT's CPU arena keeps each session's peak for the session's life. Exact tiling
+        # holds one session per split graph, so it turns the arena off for them: otherwise
+        # their peaks add up (measured: 19 GiB at 100 MP against a 10.5 GiB budget).
+        self.memory_arena = True
 
     def _provider_options(self, precision: str, device_id: int) -> dict:
         """Per-provider settings: TF32 on request only, cuDNN's exhaustive algorithm search."""
@@ -89,6 +93,7 @@ class OrtBackend(BaseBackend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = self.threads or cpu_threads()
         opts.log_severity_level = 3
+        opts.enable_cpu_mem_arena = self.memory_arena
         device_id = int(device.split(":")[1]) if ":" in device else 0
         chain = (
             [(wanted, self._provider_options(precision, device_id))]
