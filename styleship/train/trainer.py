@@ -316,13 +316,12 @@ class Trainer:
             lr = lr_at(p.lr, step - first, length)
             for group in opt.param_groups:
                 group["lr"] = lr
-            c = torch.from_numpy(self.batches[0](step)).to(self.device)
-            s_np = self.batches[1](step)
-            s = torch.from_numpy(s_np).to(self.device)
+            c_np, s_np = self.batches[0](step), self.batches[1](step)
+            c, s = torch.from_numpy(c_np).to(self.device), torch.from_numpy(s_np).to(self.device)
             t0 = time.perf_counter()
             target = None
-            if self.teacher is not None and index == 1:
-                target = torch.from_numpy(self.teacher(c.cpu().numpy(), s_np)).to(self.device)
+            if self.teacher is not None and index == 1:  # the teacher runs on the CPU arrays
+                target = torch.from_numpy(self.teacher(c_np, s_np)).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, terms, out = phase.loss(self.model, self.loss_net, c, s, p, target)
             opt.zero_grad(set_to_none=True)
