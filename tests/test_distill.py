@@ -64,6 +64,7 @@ def test_distillation_pulls_the_student_toward_the_teacher(
     assert distance() < 0.9 * before
     _, meta = load_checkpoint(run / "final")
     assert meta["weights"]["teacher"]["hash"] == trainer.teacher.provenance["hash"]
+    assert meta["weights"]["note"].startswith("distilled from the pretrained teacher")
     minted = sorted((run / "minted_styles").glob("*.jpg"))
     assert len(minted) == 2 and meta["training"]["data"]["minted_styles"] == 2
 

@@ -47,6 +47,14 @@ class StepInfo:
     seconds: float
 
 
+def distilled_note(teacher: str) -> str:
+    """The manifest note of a student distilled with random VGG features for its own terms."""
+    return (
+        f"distilled from the pretrained teacher {teacher}; its own loss terms use seeded "
+        "random VGG-19 features (pretrained VGG weights unavailable)"
+    )
+
+
 def lr_at(base: float, i: int, n: int) -> float:
     """Linear warm-up over the first 5 % of a phase, then cosine down to 10 %."""
     warm = max(1, int(WARMUP * n))
@@ -144,6 +152,8 @@ class Trainer:
         self.teacher = self._teacher(teacher)
         if not resume:
             self.weights["teacher"] = self.teacher.provenance if self.teacher else None
+            if self.teacher and random_vgg:
+                self.weights["note"] = distilled_note(self.teacher.provenance["bundle"])
         self.model.to(self.device)
         self._resume_state = state
         self.phase1_steps = round(p.phase1 * p.steps)
