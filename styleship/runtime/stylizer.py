@@ -295,13 +295,8 @@ class Stylizer(TilingMixin):
         Images that pad to the same size run together (up to `max_batch` at a
         time): this is what the server's dynamic batching and video frames use.
         """
-        for job in jobs:
-            if not 0.0 <= job.alpha <= 1.0:
-                raise InputError(f"alpha must be in [0, 1], got {job.alpha}")
-            im.check_min_size(job.image.rgb, "content image")
+        jobs = [self._checked(job) for job in jobs]
         rule = self.bundle.strength_rule
-        if rule == "code":
-            jobs = [self._toward_content(job) for job in jobs]
         fixed = self.bundle.fixed_size
         if fixed:  # a graph that takes one size: resize in, and back out in _finish
             size = (fixed[1], fixed[0])
@@ -328,6 +323,14 @@ class Stylizer(TilingMixin):
         return [
             self._finish(job, rgb, fixed is not None, blend) for job, rgb in zip(jobs, stylized)
         ]
+
+    def _checked(self, job: Job) -> Job:
+        """A job ready to run: strength and size checked, and Magenta-style strength
+        (`strength_rule == "code"`) turned into a code mix. Untiled and exact tiles share it."""
+        if not 0.0 <= job.alpha <= 1.0:
+            raise InputError(f"alpha must be in [0, 1], got {job.alpha}")
+        im.check_min_size(job.image.rgb, "content image")
+        return self._toward_content(job) if self.bundle.strength_rule == "code" else job
 
     def _toward_content(self, job: Job) -> Job:
         """Magenta's strength: code = α·style + (1 − α)·the content's own code, α then 1."""

@@ -41,12 +41,7 @@ class TilingMixin:
 
     def _stylize_exact(self, job, side: int) -> im.Image:
         """Tiles that share whole-image statistics: the same image as untiled."""
-        if not 0.0 <= job.alpha <= 1.0:
-            raise InputError(f"alpha must be in [0, 1], got {job.alpha}")
-        im.check_min_size(job.image.rgb, "content image")
-        rule = self.bundle.strength_rule
-        if rule == "code":
-            job = self._toward_content(job)
+        job = self._checked(job)
         engines = self._exact_engines()
         values = {name: job.code[name] for name in self.bundle.style_code}
         values["strength"] = np.array([job.alpha], np.float32)
@@ -56,7 +51,7 @@ class TilingMixin:
 
         padded = im.pad_to_multiple(job.image.rgb)
         out = exact_tiling.stylize(self._split, run, padded, values, side, self._image_output)
-        return self._finish(job, out, False, rule == "blend")
+        return self._finish(job, out, False, self.bundle.strength_rule == "blend")
 
     def _tiling(self, img: im.Image, tile: int | str | None, max_memory: int | None) -> dict:
         """Whether and how to tile `img`, and why (what `last_tiling` reports)."""
