@@ -14,8 +14,9 @@ from conftest import ROOT, run_cli
 
 from styleship.bench.config import BenchCase, RunBlock, Timing, load_suite, parse_suite
 from styleship.bench.report import compare, fmt, render_csv
-from styleship.bench.timing import PeakMemory, Stats, measure, measure_calls
+from styleship.bench.timing import Stats, measure, measure_calls
 from styleship.errors import InputError
+from styleship.runtime.memory import PeakMemory
 
 pytest.importorskip("torch")
 

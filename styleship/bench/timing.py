@@ -9,14 +9,11 @@ drifting machine moves them together instead of skewing whichever ran last.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -124,55 +121,3 @@ def measure_calls(fns: dict[str, Callable[[], object]], timing: Timing) -> dict[
 def measure(fn: Callable[[], object], timing: Timing) -> Stats:
     """One function, one pass: `measure_calls` for a single call site."""
     return Stats.from_samples(measure_calls({"fn": fn}, timing)["fn"].ms)
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-class PeakMemory:
-    """Peak resident set size of this process while the block runs.
-
-    On Linux this is the kernel's own high-water mark (VmHWM), reset at the
-    start by writing 5 to /proc/self/clear_refs: exact, and free, whereas a
-    polling thread would steal time from the engine on a small machine.
-    Elsewhere it falls back to psutil's current RSS at the start and end.
-    """
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self.start = 0
-
-    def __enter__(self) -> PeakMemory:
-        with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")
-        self.peak = self.start = self._now()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        hwm = _status_kib("VmHWM")
-        self.peak = max(self.peak, hwm * 1024 if hwm is not None else self._now())
-
-    @staticmethod
-    def _now() -> int:
-        rss = _status_kib("VmRSS")
-        if rss is not None:
-            return rss * 1024
-        import psutil
-
-        return psutil.Process(os.getpid()).memory_info().rss
-
-    @property
-    def peak_mib(self) -> float:
-        return self.peak / 2**20
-
-    @property
-    def growth_mib(self) -> float:
-        """How far the peak rose above the resident size at the start of the block."""
-        return (self.peak - self.start) / 2**20

@@ -62,10 +62,11 @@ def _case(job: dict, suite) -> dict:
 
     from styleship.bench.config import BenchCase
     from styleship.bench.images import STYLE_SIZE, SuiteImages
-    from styleship.bench.timing import PeakMemory, measure_calls
+    from styleship.bench.timing import measure_calls
     from styleship.runtime import image as im
     from styleship.runtime.backends import create_backend
     from styleship.runtime.bundle import Bundle
+    from styleship.runtime.memory import PeakMemory
 
     case = BenchCase(**job["case"])
     bundle = Bundle.load(job["bundle"])
@@ -126,10 +127,11 @@ def _tiled(job: dict, suite) -> dict:
 
     from styleship.bench.config import BenchCase
     from styleship.bench.images import STYLE_SIZE, SuiteImages
-    from styleship.bench.timing import PeakMemory, Stats, measure_calls
+    from styleship.bench.timing import Stats, measure_calls
     from styleship.runtime import image as im
     from styleship.runtime import tiling
     from styleship.runtime.bundle import Bundle
+    from styleship.runtime.memory import PeakMemory
     from styleship.runtime.stylizer import Stylizer
 
     case = BenchCase(**job["case"])
@@ -188,8 +190,8 @@ def _gatys(job: dict, suite) -> dict:
     import torch
 
     from styleship.bench.images import SuiteImages
-    from styleship.bench.timing import PeakMemory
     from styleship.models.gatys import Gatys, GatysConfig
+    from styleship.runtime.memory import PeakMemory
 
     g = suite.gatys
     lr = 1.0 if g.optimizer == "lbfgs" else 0.02
@@ -252,8 +254,9 @@ def _peer(job: dict, suite) -> dict:
 
     from styleship.bench.config import BenchCase
     from styleship.bench.images import SuiteImages
-    from styleship.bench.timing import PeakMemory, measure_calls
+    from styleship.bench.timing import measure_calls
     from styleship.export import magenta_graphs
+    from styleship.runtime.memory import PeakMemory
 
     case = BenchCase(**job["case"])
     images = SuiteImages(suite)

@@ -12,6 +12,7 @@ and cached beside the style cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -35,15 +36,56 @@ SMALL_BOUND = 4096
 FALLBACK_BYTES_PER_PIXEL = 2048  # when the engine cannot be measured
 
 
-def _status(field: str) -> int | None:
-    """A `VmHWM`/`VmRSS`-style line of /proc/self/status, in bytes (None off Linux)."""
+def _status_kib(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
+                return int(line.split()[1])
     except OSError:
-        return None
+        pass
     return None
+
+
+class PeakMemory:
+    """Peak resident set size of this process while the block runs.
+
+    On Linux this is the kernel's own high-water mark (VmHWM), reset at the
+    start by writing 5 to /proc/self/clear_refs: exact, and free, whereas a
+    polling thread would steal time from the engine on a small machine.
+    Elsewhere it falls back to psutil's current RSS at the start and end.
+    """
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.start = 0
+
+    def __enter__(self) -> PeakMemory:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+        self.peak = self.start = self._now()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        hwm = _status_kib("VmHWM")
+        self.peak = max(self.peak, hwm * 1024 if hwm is not None else self._now())
+
+    @staticmethod
+    def _now() -> int:
+        rss = _status_kib("VmRSS")
+        if rss is not None:
+            return rss * 1024
+        import psutil  # off Linux only; the bench extra installs it
+
+        return psutil.Process(os.getpid()).memory_info().rss
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak / 2**20
+
+    @property
+    def growth_mib(self) -> float:
+        """How far the peak rose above the resident size at the start of the block."""
+        return (self.peak - self.start) / 2**20
 
 
 def available_bytes() -> int:
@@ -84,13 +126,11 @@ def _measure_here(bundle: str, backend: str, precision: str, side: int) -> dict:
 
     engine.run(feed(64))
     big = feed(side)
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status("VmRSS")
-    engine.run(big)
-    peak = _status("VmHWM")
+    with PeakMemory() as mem:
+        engine.run(big)
     engine.close()
     return {
-        "bytes_per_pixel": round((peak - before) / side**2, 1),
+        "bytes_per_pixel": round((mem.peak - mem.start) / side**2, 1),
         "backend": backend,
         "precision": precision,
         "side": side,
