@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from styleship import _atomic
+from styleship.compare import psnr
 from styleship.runtime import exact_tiling as et
 from styleship.runtime import image as im
 from styleship.runtime.stylizer import Stylizer
@@ -57,11 +58,6 @@ def _without_split(bundle: Path, tmp: Path) -> Path:
     manifest["graphs"] = {k: v for k, v in manifest["graphs"].items() if not k.startswith("split_")}
     (copy / "manifest.json").write_text(json.dumps(manifest))
     return copy
-
-
-def _psnr(a, b) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
 
 
 def block_step(out: np.ndarray, ref: np.ndarray, tile: int) -> float:
@@ -115,7 +111,7 @@ def quality(bundles: list[Path], out: Path) -> list[dict]:
                             "size": f"{w}x{h}",
                             "tile": TILE,
                             "mode": mode,
-                            "psnr_db": round(_psnr(outs[mode], ref), 1),
+                            "psnr_db": round(psnr(outs[mode], ref), 1),
                             "mean_abs_255": round(255 * float(np.abs(outs[mode] - ref).mean()), 3),
                             "block_step_255": round(block_step(outs[mode], ref, TILE), 3),
                             "seconds": round(secs[mode], 2),

@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
+from styleship.compare import psnr
 from styleship.runtime import exact_tiling as et
 from styleship.runtime import image as im
 from styleship.runtime import memory
 from styleship.runtime.stylizer import Stylizer
 
 SHIPPED = sorted((ROOT / "assets" / "models").glob("*.*"))
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def _photo(contents, height: int, width: int) -> im.Image:
@@ -92,7 +88,7 @@ def test_exact_tiles_match_untiled(which, request, shipped_split, contents, styl
             tiled = st.stylize(img, styles[1], tile=128, alpha=0.7).rgb
             assert st.last_tiling["mode"] == "exact", st.last_tiling
         assert tiled.shape == ref.shape
-        assert _psnr(tiled, ref) >= 50.0, (bundle.name, _psnr(tiled, ref))
+        assert psnr(tiled, ref) >= 50.0, (bundle.name, psnr(tiled, ref))
 
 
 def test_2048_by_1536_in_768_tiles_holds_35_db(shipped_split, magenta_bundle, contents):
@@ -105,7 +101,7 @@ def test_2048_by_1536_in_768_tiles_holds_35_db(shipped_split, magenta_bundle, co
             ref = st.stylize(img, style, tile=0).rgb
             tiled = st.stylize(img, style, tile=768).rgb
             assert st.last_tiling["mode"] == "exact", st.last_tiling
-        assert _psnr(tiled, ref) >= 35.0, (bundle.name, _psnr(tiled, ref))
+        assert psnr(tiled, ref) >= 35.0, (bundle.name, psnr(tiled, ref))
 
 
 def test_bundles_without_split_blend_and_say_why(bundle_copy, contents, styles):
