@@ -9,9 +9,8 @@ import onnx
 import pytest
 from conftest import ROOT, run_cli
 
-from styleship.export.fp16 import fp32_nodes
-from styleship.export.int8 import encoder_modules
-from styleship.runtime.bundle import Bundle
+from styleship.export.fp16 import in_fp32_module
+from styleship.export.int8 import content_convs, conv_keys
 from styleship.runtime.stylizer import Stylizer
 
 DEMO = ROOT / "assets" / "models" / "stvae-demo.stvae"
@@ -20,8 +19,8 @@ DEMO = ROOT / "assets" / "models" / "stvae-demo.stvae"
 @pytest.fixture(scope="module")
 def int8_bundle(small_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "small.stvae"
-    # A bar no int8 graph reaches: the search tries none and all of the encoder in float,
-    # then keeps the fastest graph and records that it missed.
+    # A bar only fp32 itself reaches: the search ranks every convolution by what it costs
+    # alone, then keeps the worst in float until nothing quantised is left that fails.
     proc = run_cli(
         "export", small_checkpoint, "-o", out, "--precision", "int8", "--int8-min-psnr", "99"
     )
@@ -29,39 +28,52 @@ def int8_bundle(small_checkpoint, tmp_path_factory):
     return out
 
 
+def _fed_int8(graph) -> set[str]:
+    dq_out = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in graph.node if n.op_type == "Conv" and set(n.input[:2]) <= dq_out}
+
+
 def test_export_writes_qdq_graphs_and_keeps_the_transform_float(int8_bundle):
     manifest = json.loads((int8_bundle / "manifest.json").read_text())
     files = manifest["graphs"]["stylizer"]["files"]
     assert files["int8"] == "stylizer.int8.onnx"
     assert manifest["graphs"]["style_encoder"]["files"]["int8"] == "style_encoder.onnx"
-    graph = onnx.load(str(int8_bundle / files["int8"])).graph
-    quantised = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    fed_int8 = [
-        c
-        for c in convs
-        if set(c.input[:2])
-        <= {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    ]
     record = manifest["int8"]
-    assert quantised and len(fed_int8) == record["graphs"]["stylizer"]["quantised"]
-    # The convolutions left in float are exactly those the fp16 rules keep in fp32: the
-    # transform's, and the one whose features feed the covariance statistics.
     source = onnx.load(str(int8_bundle / files["fp32"]))
-    keep = set(fp32_nodes(source))
-    expected = {n.name for n in source.graph.node if n.op_type == "Conv" and n.name in keep}
-    float_convs = set(record["graphs"]["stylizer"]["float"])
-    assert float_convs == expected
-    assert any("transform" in str(c.metadata_props) for c in convs if c.name in float_convs)
+    convs = [n for n in source.graph.node if n.op_type == "Conv"]
+    fixed = {n.name for n in convs if in_fp32_module(n)}
+    candidates = [n for n in content_convs(source, {"content"}) if n not in fixed]
+    assert fixed and candidates  # the ST-VAE transform's convolutions, and the rest
+    search = record["search"]
+    # Ends first: all quantised misses 99 dB, all in float is fp32 itself (no PSNR).
+    assert search["trials"][0]["float_convs"] == 0 and search["trials"][0]["psnr_db_min"] < 99
+    assert search["trials"][-1] == {"float_convs": len(candidates), "psnr_db_min": None}
+    ranked = search["sensitivity"]
+    assert sorted(r["conv"] for r in ranked) == sorted(candidates)
+    assert [r["psnr_db_min"] for r in ranked] == sorted(r["psnr_db_min"] for r in ranked)
+    # The float set is the fixed one plus the k most sensitive, k the smallest trial that passed.
+    k = min(t["float_convs"] for t in search["trials"] if (t["psnr_db_min"] or 1e9) >= 99)
+    expected = (
+        fixed
+        | {r["conv"] for r in ranked[:k]}
+        | {n.name for n in convs}
+        - {
+            *candidates,
+            *fixed,
+        }
+    )
+    assert set(record["graphs"]["stylizer"]["float"]) == expected
+    int8 = onnx.load(str(int8_bundle / files["int8"])).graph
+    assert _fed_int8(int8) == {n.name for n in convs} - expected
+    assert record["graphs"]["stylizer"]["quantised"] == len(convs) - len(expected)
+    # The fused graph quantises the same layers (by weights), its style encoder none.
+    fused = onnx.load(str(int8_bundle / manifest["graphs"]["fused"]["files"]["fp32"]))
+    keys, fused_keys = conv_keys(source), conv_keys(fused)
+    fused_int8 = _fed_int8(onnx.load(str(int8_bundle / "fused.int8.onnx")).graph)
+    assert {fused_keys[n] for n in fused_int8} == {keys[n] for n in _fed_int8(int8)}
     vs = record["vs_fp32"]
     assert vs["size"] == 512 and len(vs["pairs"]) == 4 and vs["speedup"] > 0
-    assert vs["min_psnr_db"] == 99 and not vs["passed"]
-    modules = encoder_modules(Bundle.load(int8_bundle))
-    assert modules and all(".encoder." in m for m in modules)
-    trials = record["search"]["trials"]
-    assert [t["float_encoder_convs"] for t in trials] == [0, len(modules)]
-    assert all(0 < t["psnr_db_min"] < 99 for t in trials)
-    assert record["float_encoder_modules"] == []
+    assert vs["min_psnr_db"] == 99
 
 
 def test_int8_runs_close_to_fp32(int8_bundle, contents, styles):

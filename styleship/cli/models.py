@@ -203,7 +203,7 @@ def export(
     int8_min_psnr: float = typer.Option(
         30.0,
         min=0.0,
-        help="int8: keep the deepest encoder layers in float until PSNR vs fp32 reaches "
+        help="int8: keep the most error-sensitive convolutions in float until PSNR vs fp32 reaches "
         "this (dB); 0 for the fastest graph.",
     ),
     style_bank: Path = typer.Option(

@@ -58,16 +58,21 @@ def scopes(node) -> list[str]:
     return []
 
 
+def in_fp32_module(node) -> bool:
+    """Whether the exporter's scope puts `node` inside a family's fp32 module (`FP32_SCOPES`)."""
+    modules = [s for s in scopes(node)[1:-1] if s]  # between the root '' and the op itself
+    return any(part in FP32_SCOPES for s in modules for part in s.split("."))
+
+
 def fp32_nodes(model) -> list[str]:
     """Names of the nodes that must stay fp32 (see the module docstring)."""
     producer = {out: node for node in model.graph.node for out in node.output}
     keep: set[str] = set()
     for node in model.graph.node:
         node_scopes = scopes(node)
-        modules = [s for s in node_scopes[1:-1] if s]  # between the root '' and the op itself
-        in_fp32_module = any(part in FP32_SCOPES for s in modules for part in s.split("."))
+        modules = [s for s in node_scopes[1:-1] if s]
         top_level_math = node_scopes[:1] == [""] and not modules and node.op_type not in ("Shape",)
-        if node.op_type in FP32_OPS or in_fp32_module or top_level_math:
+        if node.op_type in FP32_OPS or in_fp32_module(node) or top_level_math:
             keep.add(node.name)
         if node.op_type in REDUCTIONS:
             frontier = [producer[i] for i in node.input[:1] if i in producer]

@@ -1,34 +1,44 @@
 """int8 graphs for CPUs: ONNX Runtime static quantisation, calibrated on sample images.
 
 What is quantised, and how:
-- Only convolutions. They hold nearly all the FLOPs, and on x86 CPUs with
-  VNNI, ONNX Runtime runs QDQ int8 convolutions as integer kernels.
+- Only convolutions that see the content image. They hold nearly all the
+  FLOPs, and on x86 CPUs with VNNI, OpenVINO and ONNX Runtime run QDQ int8
+  convolutions as integer kernels. Convolutions that see only the style
+  (a style encoder inside a fused graph, or Magenta's 1×1 convolutions that
+  turn the style code into normalisation parameters) run once per style
+  and cost nothing per pixel, but quantising them moves every output pixel:
+  on the pretrained Magenta model one of them alone costs 24 dB.
 - Weights are int8, one scale per output channel. Activations are uint8,
   with asymmetric ranges from Percentile calibration (99.99th percentile)
-  on the sample images. In exploratory runs on the trained demo bundle,
-  Percentile beat MinMax and Entropy, and 99.99 beat 99.999 and 99.9.
+  on the sample images, computed once per graph. In exploratory runs on the
+  trained demo, Percentile beat MinMax and Entropy, and 99.99 beat 99.999
+  and 99.9; on Magenta all three were within 0.1 dB.
 
 What stays float:
-- Everything the fp16 rules keep in fp32 (export/fp16.py): normalisation
-  statistics, the covariance and the VAE of the ST-VAE transform, the VQ
-  distance, argmax and lookup, and the style head.
+- The convolutions inside a family's fp32 modules (the ST-VAE's transform,
+  with its covariance and VAE; export/fp16.py), and every non-convolution.
 - The whole style encoder. It runs once per style, and its code is cached,
   so quantising it would only add error.
-- As many of the content encoder's deepest convolutions as it takes to
-  reach PSNR ≥ 30 dB against fp32 on the parity pairs, found by binary
-  search (`_search`). The transform amplifies encoder errors, and the
-  deepest layers amplify them most. Each float layer costs speed; the
-  manifest records every trial.
+- The fewest convolutions it takes to reach PSNR ≥ 30 dB against fp32 on
+  the parity pairs, most sensitive first (`_search`): each candidate is
+  quantised alone to measure what it costs, then a binary search finds how
+  many of the worst to keep in float. Sensitivity, not depth, decides: on
+  the VQ-VAE demo every encoder convolution alone costs 31–41 dB (a small
+  error flips codebook entries) and every decoder one 48 dB or less. The
+  manifest records the sensitivities and every trial.
 
-The int8 graphs are `stylizer.int8.onnx` and `fused.int8.onnx`. The manifest
-records PSNR and SSIM against fp32, and the speed-up measured at export on
-the exporting machine. The format is QDQ, so any ONNX Runtime build can run
-the graphs, though only CPUs with int8 dot-product instructions get faster.
+The int8 graphs are `stylizer.int8.onnx` and `fused.int8.onnx`; a
+convolution is the same one in both when its weights are (by hash). The
+manifest records PSNR and SSIM against fp32, and the speed-up measured at
+export on the exporting machine. The format is QDQ, so any ONNX Runtime
+build can run the graphs, though only CPUs with int8 dot-product
+instructions get faster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -42,7 +52,7 @@ import numpy as np
 from styleship import _atomic
 from styleship._hashing import sha256_file
 from styleship.compare import compare
-from styleship.export.fp16 import fp32_nodes, scopes
+from styleship.export.fp16 import in_fp32_module
 from styleship.runtime.bundle import MANIFEST, Bundle
 
 QUANTISED_GRAPHS = ("stylizer", "fused")
@@ -77,63 +87,96 @@ def _feeds(bundle: Bundle, graph: str, samples: dict[str, np.ndarray]) -> Iterat
             yield {t.name: values[t.value_key] for t in spec.inputs}
 
 
-def _in_modules(node, modules: set[str]) -> bool:
-    return any(scope in modules for scope in scopes(node))
-
-
-def encoder_modules(bundle: Bundle) -> list[str]:
-    """The content encoder's quantisable convolutions, by module, from input to output."""
-    import onnx
-
-    model = onnx.load(str(bundle.path / bundle.graph("stylizer").files["fp32"]))
-    keep = set(fp32_nodes(model))
+def content_convs(model, content: set[str]) -> list[str]:
+    """The convolutions downstream of the `content` inputs, in graph order."""
+    seen = set(content)
     out = []
-    for node in model.graph.node:
-        if node.op_type != "Conv" or node.name in keep:
-            continue
-        inner = [s for s in scopes(node) if "encoder" in s.split(".")]
-        if inner and inner[-1] not in out:
-            out.append(inner[-1])
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        if seen.intersection(node.input):
+            seen.update(node.output)
+            if node.op_type == "Conv":
+                out.append(node.name)
     return out
 
 
-def _quantise(
-    bundle: Bundle,
-    graph: str,
-    dst: Path,
-    feeds: list[dict],
-    float_modules: set[str] = frozenset(),
-) -> dict:
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader
+def conv_keys(model) -> dict[str, str]:
+    """Each convolution's weight hash: the same layer in the stylizer and the fused graph."""
+    from onnx import numpy_helper
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = iter(feeds)
-
-        def get_next(self) -> dict | None:
-            return next(self.feeds, None)
-
-    src = bundle.path / bundle.graph(graph).files["fp32"]
-    model = onnx.load(str(src))
-    keep = set(fp32_nodes(model))
-    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    nodes = {n.name: n for n in model.graph.node}
-    excluded = [n for n in convs if n in keep or _in_modules(nodes[n], float_modules)]
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = dst.with_suffix(".prep.onnx")
-    with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
-        # Shape inference and graph fusions first, as ONNX Runtime's quantiser recommends.
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        try:
-            _quantise_prepared(prepared, dst, Reader(), excluded)
-        finally:
-            prepared.unlink(missing_ok=True)
-    return {"convs": len(convs), "quantised": len(convs) - len(excluded), "float": excluded}
+    weights = {i.name: i for i in model.graph.initializer}
+    keys = {}
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            w = weights.get(node.input[1])
+            if w is None:  # a computed weight: the node's name is all there is
+                keys[node.name] = node.name
+                continue
+            array = numpy_helper.to_array(w)
+            digest = hashlib.sha256(repr(array.shape).encode() + array.tobytes())
+            keys[node.name] = digest.hexdigest()
+    return keys
 
 
-def _quantise_prepared(src: Path, dst: Path, reader, excluded: list[str]) -> None:
+class _Quantiser:
+    """One graph's quantiser: prepared and calibrated once, then written with any float set."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        graph: str,
+        stage: Path,
+        feeds: list[dict],
+        layers: set[str] | None = None,
+    ) -> None:
+        import onnx
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        self.src = bundle.path / bundle.graph(graph).files["fp32"]
+        model = onnx.load(str(self.src))
+        self.keys = conv_keys(model)
+        content = {t.name for t in bundle.graph(graph).inputs if t.kind == "content"}
+        nodes = {n.name: n for n in model.graph.node}
+        self.convs = list(self.keys)
+        # Candidates: convolutions that see the content and sit in no fp32 module, or, given
+        # `layers` (weight keys), those layers: a fused graph quantises what its stylizer does
+        # (Magenta's fused graph also runs its style encoder on the content).
+        self.candidates = [
+            n
+            for n in content_convs(model, content)
+            if not in_fp32_module(nodes[n]) and (layers is None or self.keys[n] in layers)
+        ]
+        self.prepared = stage / f"{graph}.int8-prep.onnx"
+        self.cache = stage / f"{graph}.int8-calibration.json"
+        self.feeds = feeds
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+            # Shape inference and graph fusions first, as ONNX Runtime's quantiser recommends.
+            quant_pre_process(str(self.src), str(self.prepared), skip_symbolic_shape=True)
+
+    def write(self, dst: Path, float_keys: set[str] = frozenset()) -> dict:
+        """Quantise every candidate whose weights are not in `float_keys`; returns the split."""
+        from onnxruntime.quantization import CalibrationDataReader
+
+        class Reader(CalibrationDataReader):
+            def __init__(self, feeds: list[dict]) -> None:
+                self.feeds = iter(feeds)
+
+            def get_next(self) -> dict | None:
+                return next(self.feeds, None)
+
+        quantised = {n for n in self.candidates if self.keys[n] not in float_keys}
+        excluded = [n for n in self.convs if n not in quantised]
+        # The first call calibrates every candidate and caches the ranges; later calls,
+        # which quantise a subset, read them back.
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+            _quantise_prepared(self.prepared, dst, Reader(self.feeds), excluded, self.cache)
+        return {"convs": len(self.convs), "quantised": len(quantised), "float": excluded}
+
+    def close(self) -> None:
+        self.prepared.unlink(missing_ok=True)
+        self.cache.unlink(missing_ok=True)
+
+
+def _quantise_prepared(src: Path, dst: Path, reader, excluded: list[str], cache: Path) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(
@@ -148,6 +191,7 @@ def _quantise_prepared(src: Path, dst: Path, reader, excluded: list[str]) -> Non
         nodes_to_exclude=excluded,
         calibrate_method=getattr(CalibrationMethod, METHOD),
         extra_options={"CalibPercentile": PERCENTILE},
+        calibration_cache_path=str(cache),
     )
 
 
@@ -205,11 +249,13 @@ def _measure(bundle: Bundle, feeds: list[dict], min_psnr: float, log) -> dict:
         f"{timing['fp32'] / timing['int8']:.2f}× faster on ORT CPU"
     )
     ssims = [q["ssim"] for q in quality if q["ssim"] is not None]
+    for q in quality:  # nothing quantised: fp32 itself, no PSNR (JSON has no infinity)
+        q["psnr_db"] = _finite(q["psnr_db"])
     return {
         "size": MEASURE_SIZE,
         "pairs": quality,
-        "psnr_db_mean": round(float(np.mean(psnr)), 2),
-        "psnr_db_min": min(psnr),
+        "psnr_db_mean": _finite(round(float(np.mean(psnr)), 2)),
+        "psnr_db_min": _finite(min(psnr)),
         "ssim_mean": round(float(np.mean(ssims)), 4) if ssims else None,
         "passed": min(psnr) >= min_psnr,
         "min_psnr_db": min_psnr,
@@ -217,6 +263,10 @@ def _measure(bundle: Bundle, feeds: list[dict], min_psnr: float, log) -> dict:
         "speedup": round(timing["fp32"] / timing["int8"], 2),
         "measured_on": platform.processor() or platform.machine(),
     }
+
+
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None
 
 
 def _ssim(ref: np.ndarray, out: np.ndarray) -> float | None:
@@ -233,45 +283,57 @@ def _ssim(ref: np.ndarray, out: np.ndarray) -> float | None:
 
 def _search(
     bundle: Bundle,
-    stage: Path,
-    calibration: list[dict],
+    quantiser: _Quantiser,
+    trial_file: Path,
     feeds: list[dict],
     min_psnr: float,
     log: Callable[[str], None],
-) -> tuple[set[str], list[dict]]:
-    """The fewest deepest encoder convolutions to keep in float for PSNR ≥ min_psnr everywhere.
+) -> tuple[set[str], dict]:
+    """The fewest convolutions to keep in float for PSNR ≥ min_psnr on every feed.
 
-    Encoder errors are what the style transform amplifies, the deepest most;
-    keeping k of them in float trades speed for quality. Binary search on k
-    (quality is taken as monotonic in k); if even the whole encoder in float
-    misses the bar, all of it is quantised, for speed, and the record says so.
+    First all candidates quantised; if that misses the bar, all in float (if
+    even that misses, everything is quantised, for speed, and the record
+    says so). Otherwise each candidate is quantised alone and ranked by the
+    PSNR it leaves, then a binary search on k keeps the k worst in float
+    (quality taken as monotonic in k). Returns the float convolutions' weight
+    keys and the record.
     """
-    modules = encoder_modules(bundle)
-    trial_file = stage / "stylizer.int8-trial.onnx"
+    keys = quantiser.keys
     tried: dict[int, float] = {}
+    ranked: list[str] = list(quantiser.candidates)
 
-    def worst(k: int) -> float:
+    def worst(float_names: list[str]) -> float:
+        quantiser.write(trial_file, {keys[n] for n in float_names})
+        return min(q["psnr_db"] for q in _quality(bundle, _sessions(bundle, trial_file), feeds))
+
+    def trial(k: int) -> float:
         if k not in tried:
-            kept = set(modules[len(modules) - k :]) if k else set()
-            _quantise(bundle, "stylizer", trial_file, calibration, kept)
-            quality = _quality(bundle, _sessions(bundle, trial_file), feeds)
-            tried[k] = min(q["psnr_db"] for q in quality)
-            log(f"int8 with the {k} deepest encoder convs in float: min PSNR {tried[k]:.1f} dB")
+            tried[k] = worst(ranked[:k])
+            log(f"int8 with the {k} most sensitive convs in float: min PSNR {tried[k]:.1f} dB")
         return tried[k]
 
-    try:
-        if worst(0) >= min_psnr or not modules or worst(len(modules)) < min_psnr:
-            k = 0
-        else:
-            lo, hi = 1, len(modules)  # worst(hi) passes
-            while lo < hi:
-                mid = (lo + hi) // 2
-                lo, hi = (lo, mid) if worst(mid) >= min_psnr else (mid + 1, hi)
-            k = hi
-    finally:
-        trial_file.unlink(missing_ok=True)
-    search = [{"float_encoder_convs": k_, "psnr_db_min": v} for k_, v in sorted(tried.items())]
-    return (set(modules[len(modules) - k :]) if k else set()), search
+    record: dict = {"method": "sensitivity", "min_psnr_db": min_psnr}
+    n = len(ranked)
+    if trial(0) >= min_psnr or not n or trial(n) < min_psnr:
+        k = 0
+    else:
+        sensitivity = {}
+        for i, name in enumerate(quantiser.candidates):
+            sensitivity[name] = worst([c for c in quantiser.candidates if c != name])
+            log(f"int8 sensitivity {i + 1}/{n}: {name} alone leaves {sensitivity[name]:.1f} dB")
+        ranked = sorted(quantiser.candidates, key=sensitivity.get)
+        record["sensitivity"] = [{"conv": c, "psnr_db_min": sensitivity[c]} for c in ranked]
+        tried = {0: tried[0], n: tried[n]}  # the ends do not depend on the order
+        lo, hi = 1, n  # trial(hi) passes
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if trial(mid) >= min_psnr else (mid + 1, hi)
+        k = hi
+    record["trials"] = [
+        {"float_convs": k_, "psnr_db_min": _finite(v)}
+        for k_, v in sorted(tried.items())
+    ]
+    return {keys[c] for c in ranked[:k]}, record
 
 
 def add_int8(
@@ -286,34 +348,45 @@ def add_int8(
 
     `calibration` and `measure` are sample images by kind (`content`, `style`),
     N×3×H×W, at CALIBRATION_SIZE² and MEASURE_SIZE². `min_psnr` is the quality
-    bar the encoder search aims for; 0 quantises every convolution it may.
+    bar the search aims for; 0 quantises every convolution it may.
     """
     bundle = Bundle.load(stage)
     # Feeds (with style codes) are made once: the search re-quantises with the same ones.
-    calib = {name: list(_feeds(bundle, name, calibration)) for name in QUANTISED_GRAPHS}
     checks = list(_feeds(bundle, "stylizer", measure))
-    float_modules, search = _search(bundle, stage, calib["stylizer"], checks, min_psnr, log)
+    calib = {name: list(_feeds(bundle, name, calibration)) for name in QUANTISED_GRAPHS}
+    quantisers = {"stylizer": _Quantiser(bundle, "stylizer", stage, calib["stylizer"])}
+    layers = {quantisers["stylizer"].keys[n] for n in quantisers["stylizer"].candidates}
+    quantisers["fused"] = _Quantiser(bundle, "fused", stage, calib["fused"], layers)
+    trial_file = stage / "stylizer.int8-trial.onnx"
     details = {}
-    for name in QUANTISED_GRAPHS:
-        log(f"quantising {name} to int8 ({METHOD} calibration)")
-        dst = stage / f"{name}.int8.onnx"
-        details[name] = _quantise(bundle, name, dst, calib[name], float_modules)
-        manifest["graphs"][name]["files"]["int8"] = dst.name
-        manifest["files"][dst.name] = sha256_file(dst)
+    try:
+        float_keys, search = _search(
+            bundle, quantisers["stylizer"], trial_file, checks, min_psnr, log
+        )
+        for name, quantiser in quantisers.items():
+            log(f"quantising {name} to int8 ({METHOD} calibration)")
+            dst = stage / f"{name}.int8.onnx"
+            details[name] = quantiser.write(dst, float_keys)
+            manifest["graphs"][name]["files"]["int8"] = dst.name
+            manifest["files"][dst.name] = sha256_file(dst)
+    finally:
+        trial_file.unlink(missing_ok=True)
+        for quantiser in quantisers.values():
+            quantiser.close()
     # The style encoder runs once per style: it keeps its fp32 graph under int8.
     encoder = manifest["graphs"]["style_encoder"]["files"]
     encoder["int8"] = encoder["fp32"]
     _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     manifest["int8"] = {
-        "rule": "QDQ; int8 per-channel weights and uint8 activations for convolutions; "
-        "float for the nodes listed and the whole style encoder",
+        "rule": "QDQ; int8 per-channel weights and uint8 activations for the convolutions "
+        "that see the content image, but those in fp32 modules and those the search keeps "
+        "float; the whole style encoder float",
         "calibration": {
             "method": METHOD,
             "size": CALIBRATION_SIZE,
             "pairs": len(calibration["content"]) * len(calibration["style"]),
         },
-        "search": {"min_psnr_db": min_psnr, "trials": search},
-        "float_encoder_modules": sorted(float_modules),
+        "search": search,
         "graphs": details,
         "vs_fp32": _measure(Bundle.load(stage), checks, min_psnr, log),
     }

@@ -8,8 +8,11 @@ torch; the weights are never copied into this repository.
 
 - magenta: Ghiasi, Lee, Kudlur, Dumoulin, Shlens, "Exploring the structure of
   a real-time, arbitrary neural artistic stylization network", BMVC 2017.
-  fp32 graphs are the int8 release with its QDQ pairs folded (export/qdq.py);
-  the release's own QDQ graphs are the `int8` twins.
+  fp32 graphs are the int8 release with its QDQ pairs folded (export/qdq.py).
+  The `int8` twins are styleship's own (export/int8.py), calibrated on the
+  sample images: the release's QDQ graphs quantise everything, the 1×1
+  convolutions on the style code too, and on held-out pairs stay 25 dB from
+  the float network (docs/benchmarks.md, int8 on trained weights).
 - multistyle26: Dumoulin, Shlens, Kudlur, "A learned representation for
   artistic style", ICLR 2017. Its style code is the 26 style weights; its 26
   styles are the bundle's style bank, named "0".."25" as the package numbers them.
@@ -17,7 +20,6 @@ torch; the weights are never copied into this repository.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import importlib.metadata
 import importlib.util
@@ -173,6 +175,9 @@ def import_magenta(
     log: Log = lambda msg: None,
 ) -> Path:
     """Write the arbitrary-style bundle (fp32 + int8 twins) to `out_dir`; returns its path."""
+    from styleship.export.int8 import CALIBRATION_SIZE, MEASURE_SIZE, add_int8
+    from styleship.export.samples import calibration_images, default_parity_images, parity_feed
+
     sources = {
         "predict": Path(predict) if predict else package_file("arbitrary_predict.onnx"),
         "transform": Path(transform) if transform else package_file("arbitrary_transform.onnx"),
@@ -192,8 +197,7 @@ def import_magenta(
     for m in (pred, trans):
         mg.batch_free(m)
     mg.spatial_free(trans)
-    pred32, trans32 = copy.deepcopy(pred), copy.deepcopy(trans)
-    folded = fold_qdq(pred32) + fold_qdq(trans32)
+    folded = fold_qdq(pred) + fold_qdq(trans)
     out_dir = Path(out_dir)
     style = ["batch", 3, "style_height", "style_width"]
     code = _spec(mg.CODE, ["batch", 100], "code")
@@ -216,10 +220,7 @@ def import_magenta(
         graphs = {}
         for name, build in builders.items():
             log(f"adapting {name}")
-            files = {
-                "fp32": _save(stage, f"{name}.onnx", build(pred32, trans32)),
-                "int8": _save(stage, f"{name}.int8.onnx", build(pred, trans)),
-            }
+            files = {"fp32": _save(stage, f"{name}.onnx", build(pred, trans))}
             ins, outs = io[name]
             graphs[name] = {"inputs": ins, "outputs": outs, "files": files}
         manifest = _manifest(
@@ -248,18 +249,26 @@ def import_magenta(
                 "encoder run on the content; the runtime computes it for `stylizer` (only when "
                 "α < 1), `fused` computes it inside the graph",
             },
-            "int8": {
-                "rule": "the release's own int8 QDQ graphs (TFLite int8, converted by tf2onnx), "
-                "adapted; the style-code input is quantised on entry to the transform",
-                "fp32": f"the same graphs with {folded} QuantizeLinear/DequantizeLinear nodes "
-                "folded: constant int8 weights become float, activation pairs are removed",
+            "release": {
+                "files": "int8 QDQ graphs (TFLite int8, converted by tf2onnx)",
+                "fp32": f"the release's graphs with {folded} QuantizeLinear/DequantizeLinear "
+                "nodes folded: constant int8 weights become float, activation pairs are removed",
             },
-            "model_info": {"parameters": _parameters(pred32) + _parameters(trans32)},
+            "model_info": {"parameters": _parameters(pred) + _parameters(trans)},
         }
         _finish(stage, manifest)
         manifest["parity"] = magenta_parity(Bundle.load(stage), sources, log)
         _finish(stage, manifest)
         check(manifest["parity"])
+        contents, styles = default_parity_images()
+        cal_contents, cal_styles = calibration_images(contents, styles)
+        add_int8(
+            stage,
+            manifest,
+            parity_feed(cal_contents, cal_styles, CALIBRATION_SIZE),
+            parity_feed(contents, styles, MEASURE_SIZE),
+            log,
+        )
         _add_precision_parity(stage, manifest, log)
         if style_bank is not None:
             from styleship.export.style_bank import add_style_bank
