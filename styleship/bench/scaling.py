@@ -6,7 +6,7 @@ plus a fixed part (the style transform on a bottleneck of fixed size, thread
 wake-up, the engine's own memory), so `ms = a·MP + b` and `MiB = c·MP + d` are
 the natural models; R² says how well they hold. The best path of a model is
 the (backend, precision) the run's summary names most often for it (the
-fastest within 40 dB of fp32, batch 1, style cached), and the points are its
+fastest within 40 dB of fp32, 30 dB for int8, batch 1, style cached), and the points are its
 compute rows at every size the run measured.
 """
 
