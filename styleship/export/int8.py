@@ -63,7 +63,7 @@ MEASURE_SIZE = 512
 MIN_PSNR = 30.0  # the default bar for "usable int8" (PSNR vs fp32 on [0, 1] images)
 
 
-def _feeds(bundle: Bundle, graph: str, samples: dict[str, np.ndarray]) -> Iterator[dict]:
+def code_feeds(bundle: Bundle, graph: str, samples: dict[str, np.ndarray]) -> Iterator[dict]:
     """One feed per (content, style) pair, the style code computed in fp32."""
     import onnxruntime as ort
 
@@ -117,7 +117,7 @@ def conv_keys(model) -> dict[str, str]:
     return keys
 
 
-class _Quantiser:
+class Quantiser:
     """One graph's quantiser: prepared and calibrated once, then written with any float set."""
 
     def __init__(
@@ -283,7 +283,7 @@ def _ssim(ref: np.ndarray, out: np.ndarray) -> float | None:
 
 def _search(
     bundle: Bundle,
-    quantiser: _Quantiser,
+    quantiser: Quantiser,
     trial_file: Path,
     feeds: list[dict],
     min_psnr: float,
@@ -330,8 +330,7 @@ def _search(
             lo, hi = (lo, mid) if trial(mid) >= min_psnr else (mid + 1, hi)
         k = hi
     record["trials"] = [
-        {"float_convs": k_, "psnr_db_min": _finite(v)}
-        for k_, v in sorted(tried.items())
+        {"float_convs": k_, "psnr_db_min": _finite(v)} for k_, v in sorted(tried.items())
     ]
     return {keys[c] for c in ranked[:k]}, record
 
@@ -352,11 +351,11 @@ def add_int8(
     """
     bundle = Bundle.load(stage)
     # Feeds (with style codes) are made once: the search re-quantises with the same ones.
-    checks = list(_feeds(bundle, "stylizer", measure))
-    calib = {name: list(_feeds(bundle, name, calibration)) for name in QUANTISED_GRAPHS}
-    quantisers = {"stylizer": _Quantiser(bundle, "stylizer", stage, calib["stylizer"])}
+    checks = list(code_feeds(bundle, "stylizer", measure))
+    calib = {name: list(code_feeds(bundle, name, calibration)) for name in QUANTISED_GRAPHS}
+    quantisers = {"stylizer": Quantiser(bundle, "stylizer", stage, calib["stylizer"])}
     layers = {quantisers["stylizer"].keys[n] for n in quantisers["stylizer"].candidates}
-    quantisers["fused"] = _Quantiser(bundle, "fused", stage, calib["fused"], layers)
+    quantisers["fused"] = Quantiser(bundle, "fused", stage, calib["fused"], layers)
     trial_file = stage / "stylizer.int8-trial.onnx"
     details = {}
     try:
