@@ -326,3 +326,29 @@ def test_a_graph_that_cannot_be_counted_is_recorded_not_fatal(tmp_path):
     counter = roofline.FlopCounter({"m": bundle})
     assert counter.per_image("m", "stylizer", 8) is None
     assert "no shape for 'm'" in counter.errors["m stylizer 8"]
+
+
+def test_headline_counts_int8_at_30_db_and_bf16_at_40_and_names_the_ceiling():
+    from styleship.bench.suite import summarize
+
+    def row(backend, precision, ms, psnr=None, gflop=10.0):
+        return {
+            "status": "ok", "method": "stylizer", "model": "m", "size": 512, "batch": 1,
+            "style": "cached", "view": "compute", "backend": backend, "precision": precision,
+            "p50_ms": ms, "psnr_vs_fp32_db": psnr, "gflop_per_image": gflop,
+        }  # fmt: skip
+
+    rows = [
+        row("torch", "fp32", 100.0),
+        row("openvino", "bf16", 40.0, psnr=39.0),  # fastest, but under bf16's 40 dB
+        row("openvino", "int8", 50.0, psnr=31.0),  # int8's bar is 30 dB
+        row("ort-cpu", "int8", 45.0, psnr=29.0),  # under it
+    ]
+    peaks = {"fp32": {"gflops": 500.0}, "int8": {"gflops": 2000.0}}
+    (best,) = summarize(rows, peaks)
+    assert (best["best_backend"], best["best_precision"]) == ("openvino", "int8")
+    assert best["speedup_vs_torch_eager"] == pytest.approx(2.0)
+    # 10 GFLOP at the fastest peak (2,000 GFLOP/s) is 5 ms: 20× eager at most.
+    assert best["ceiling_ms"] == pytest.approx(5.0)
+    assert best["ceiling_vs_torch_eager"] == pytest.approx(20.0)
+    assert summarize(rows)[0]["ceiling_ms"] is None  # no probes, no ceiling

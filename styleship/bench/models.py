@@ -3,6 +3,7 @@ exported once, pretrained ones imported once from the installed package."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,20 @@ from styleship.bench.config import Suite
 from styleship.runtime.bundle import Bundle
 
 Log = Callable[[str], None]
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def exporter_digest() -> str:
+    """A digest of the code that writes bundles (styleship/export and styleship/models).
+
+    Part of every cache key: a cached bundle written by older export code (say, before
+    a change to how int8 graphs are quantised) would otherwise be measured as if new.
+    """
+    h = hashlib.sha256()
+    for folder in ("export", "models"):
+        for f in sorted((_PACKAGE / folder).glob("*.py")):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bundle:
@@ -35,6 +50,7 @@ def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bund
     key = sha256_json(
         {"family": spec.family, "config": spec.config, "vgg": spec.vgg, "seed": suite.seed}
         | {"styleship": __version__, "precisions": precisions, "int8_min_psnr": 30.0}
+        | {"exporter": exporter_digest()}
     )[:16]
     path = work_dir / f"{model_id}-{key}.{family.name}"
     if (path / "manifest.json").is_file():
@@ -46,10 +62,11 @@ def prepare_model(suite: Suite, model_id: str, work_dir: Path, log: Log) -> Bund
 
 
 def _imported(name: str, work_dir: Path, log: Log) -> Bundle:
-    """A pretrained network from the installed package, imported once per package version."""
+    """A pretrained network from the installed package, imported once per package version
+    and exporter code."""
     from styleship.export import magenta
 
-    path = work_dir / f"{name}-{magenta.VERSION}.{name}"
+    path = work_dir / f"{name}-{magenta.VERSION}-{exporter_digest()}.{name}"
     if not (path / "manifest.json").is_file():
         log(f"importing {name} from the installed {magenta.DIST}")
         importer = magenta.import_magenta if name == "magenta" else magenta.import_multistyle26
