@@ -52,7 +52,7 @@ distill-eval: install
 	$(PY) benchmarks/distill_eval.py --teacher $(TEACHER) --time --out build/distill-eval \
 		--model stvae-demo=assets/models/stvae-demo.stvae --model vqvae-demo=assets/models/vqvae-demo.vqvae
 
-# The CPU matrix on this machine (about 30 minutes on 2 cores); results are committed.
+# The CPU matrix on this machine (about 40 minutes on 2 cores, 50 when it must export its full-width models); results are committed.
 bench: install
 	$(PY) -m styleship bench --suite cpu --out benchmarks/results/cpu
 

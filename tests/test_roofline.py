@@ -272,15 +272,26 @@ def test_markdown_and_csv_carry_the_roofline_columns():
     assert "| of peak |" in head[0] and "| 25% |" in head[2]
 
 
-def test_committed_results_still_render(tmp_path):
-    """Results from before the roofline: `-` in its columns, the cost fit from their rows."""
+def test_committed_results_render_with_and_without_the_roofline(tmp_path):
+    """The committed run renders its roofline; the same rows as a run from before the roofline
+    (no probes, no per-row fields, no fit) render `-` there and the cost fit from their rows."""
     from styleship.bench.report import write_reports
 
     results = json.loads((ROOT / "benchmarks/results/cpu/results.json").read_text())
-    write_reports(results, tmp_path)
-    md = (tmp_path / "results.md").read_text()
+    write_reports(results, tmp_path / "now")
+    md = (tmp_path / "now" / "results.md").read_text()
+    assert "## Roofline" in md and "## Cost as work grows" in md
+    fields = ("gflop_per_image", "achieved_gflops", "peak_gflops", "fraction_of_peak")
+    old = {k: v for k, v in results.items() if k not in ("roofline", "scaling")}
+    old["rows"] = [{k: v for k, v in r.items() if k not in fields} for r in results["rows"]]
+    old["summary"] = [
+        {k: v for k, v in r.items() if not k.startswith(("best_achieved", "best_fraction"))}
+        for r in results["summary"]
+    ]
+    write_reports(old, tmp_path / "old")
+    md = (tmp_path / "old" / "results.md").read_text()
     assert "## Roofline" not in md and "## Cost as work grows" in md
-    assert (tmp_path / "roofline.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "old" / "roofline.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_peak_probe_must_be_a_boolean(tmp_path):

@@ -125,9 +125,6 @@ def summarize(rows: list[dict], peak_table: dict[str, dict] | None = None) -> li
     return out
 
 
-PEER_MIN_PSNR = 30.0  # dB against the peer's own output: the same picture, within int8 rounding
-
-
 def add_peer_parity(rows: list[dict]) -> None:
     """PSNR of each style-cached output of the peer's model against the peer's output at the
     same size (an uncached row encodes the style itself, at another size: not the same
@@ -145,9 +142,19 @@ def add_peer_parity(rows: list[dict]) -> None:
             r["psnr_vs_peer_db"] = psnr(peer[r["size"]], np.load(path))
 
 
+def _as_close(row: dict, peer: dict) -> bool:
+    """Whether a row's output is at least as close to the float network as the peer's: both
+    measured against styleship's fp32 graph of the same model (fp32 rows are it)."""
+    if row["precision"] == "fp32":
+        return True
+    mine, theirs = row.get("psnr_vs_fp32_db"), peer.get("psnr_vs_fp32_db")
+    return mine is not None and theirs is not None and mine >= theirs
+
+
 def peer_summary(rows: list[dict]) -> list[dict]:
-    """Per size: the peer against styleship's fastest path that stays within PEER_MIN_PSNR of
-    the peer's output, compute and end to end, measured in the same run."""
+    """Per size: the peer against styleship's fastest path whose output is at least as close
+    to the float network as the peer's own (its int8 graph rounds activations too), compute
+    and end to end, measured in the same run."""
     ok = [r for r in rows if r["status"] == "ok" and r["batch"] == 1 and r["style"] == "cached"]
     out = []
     for peer in (r for r in ok if r["method"] == "peer" and r["view"] == "compute"):
@@ -158,7 +165,7 @@ def peer_summary(rows: list[dict]) -> list[dict]:
             and r["size"] == peer["size"]
             and r["method"] != "peer"
             and r["view"] == "compute"
-            and (r.get("psnr_vs_peer_db") or 0) >= PEER_MIN_PSNR
+            and _as_close(r, peer)
         ]
         best = min(ours, key=lambda r: r["p50_ms"]) if ours else None
 
@@ -186,7 +193,9 @@ def peer_summary(rows: list[dict]) -> list[dict]:
                 "best_backend": best["backend"] if best else None,
                 "best_precision": best["precision"] if best else None,
                 "best_p50_ms": best["p50_ms"] if best else None,
-                "psnr_vs_peer_db": best["psnr_vs_peer_db"] if best else None,
+                "psnr_vs_peer_db": best.get("psnr_vs_peer_db") if best else None,
+                "peer_psnr_vs_fp32_db": peer.get("psnr_vs_fp32_db"),
+                "best_psnr_vs_fp32_db": best.get("psnr_vs_fp32_db") if best else None,
                 "speedup": peer["p50_ms"] / best["p50_ms"] if best else None,
                 "best_end_to_end_p50_ms": best_e2e["p50_ms"] if best_e2e else None,
                 "end_to_end_speedup": peer_e2e["p50_ms"] / best_e2e["p50_ms"]
