@@ -390,3 +390,21 @@ def add_int8(
         "vs_fp32": _measure(Bundle.load(stage), checks, min_psnr, log),
     }
     _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def add_int8_for_images(
+    stage: Path,
+    manifest: dict,
+    contents: list[Path],
+    styles: list[Path],
+    log: Callable[[str], None],
+    min_psnr: float = MIN_PSNR,
+) -> None:
+    """`add_int8` calibrated on `contents` × `styles` and every sample image of the repository
+    (CALIBRATION_SIZE²), checked on `contents` × `styles` (MEASURE_SIZE²)."""
+    from styleship.export.samples import calibration_images, parity_feed
+
+    cal_contents, cal_styles = calibration_images(contents, styles)
+    calibration = parity_feed(cal_contents, cal_styles, CALIBRATION_SIZE)
+    measure = parity_feed(contents, styles, MEASURE_SIZE)
+    add_int8(stage, manifest, calibration, measure, log, min_psnr)

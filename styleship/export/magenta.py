@@ -175,8 +175,8 @@ def import_magenta(
     log: Log = lambda msg: None,
 ) -> Path:
     """Write the arbitrary-style bundle (fp32 + int8 twins) to `out_dir`; returns its path."""
-    from styleship.export.int8 import CALIBRATION_SIZE, MEASURE_SIZE, add_int8
-    from styleship.export.samples import calibration_images, default_parity_images, parity_feed
+    from styleship.export.int8 import add_int8_for_images
+    from styleship.export.samples import default_parity_images
 
     sources = {
         "predict": Path(predict) if predict else package_file("arbitrary_predict.onnx"),
@@ -260,15 +260,7 @@ def import_magenta(
         manifest["parity"] = magenta_parity(Bundle.load(stage), sources, log)
         _finish(stage, manifest)
         check(manifest["parity"])
-        contents, styles = default_parity_images()
-        cal_contents, cal_styles = calibration_images(contents, styles)
-        add_int8(
-            stage,
-            manifest,
-            parity_feed(cal_contents, cal_styles, CALIBRATION_SIZE),
-            parity_feed(contents, styles, MEASURE_SIZE),
-            log,
-        )
+        add_int8_for_images(stage, manifest, *default_parity_images(), log)
         _add_precision_parity(stage, manifest, log)
         if style_bank is not None:
             from styleship.export.style_bank import add_style_bank

@@ -27,7 +27,7 @@ from styleship._hashing import sha256_file
 from styleship.compare import compare
 from styleship.errors import ExportError, InputError
 from styleship.export.precision import add_fp16, reduced_precision_parity
-from styleship.export.samples import calibration_images, default_parity_images, parity_feed
+from styleship.export.samples import default_parity_images, parity_feed
 from styleship.models.checkpoint import checkpoint_paths, load_checkpoint
 from styleship.models.registry import SPATIAL_AXES, GraphDef, get_family
 from styleship.runtime import image as im
@@ -276,17 +276,9 @@ def export_bundle(
             if fp16:
                 add_fp16(stage, manifest, log)
             if int8:
-                from styleship.export.int8 import CALIBRATION_SIZE, MEASURE_SIZE, add_int8
+                from styleship.export.int8 import add_int8_for_images
 
-                cal_contents, cal_styles = calibration_images(contents, styles)
-                add_int8(
-                    stage,
-                    manifest,
-                    parity_feed(cal_contents, cal_styles, CALIBRATION_SIZE),
-                    parity_feed(contents, styles, MEASURE_SIZE),
-                    log,
-                    int8_min_psnr,
-                )
+                add_int8_for_images(stage, manifest, contents, styles, log, int8_min_psnr)
             samples = {s: parity_feed(contents, styles, s) for s in PARITY_SIZES[:1]}
             manifest["precision_parity"] = reduced_precision_parity(
                 Bundle.load(stage), samples, log
