@@ -51,7 +51,7 @@ import numpy as np
 
 from styleship import _atomic
 from styleship._hashing import sha256_file
-from styleship.compare import compare
+from styleship.compare import psnr
 from styleship.export.fp16 import in_fp32_module
 from styleship.runtime.bundle import MANIFEST, Bundle
 
@@ -217,35 +217,33 @@ def _p50_ms(session, feed: dict, runs: int = 5) -> float:
     return float(np.median(samples))
 
 
-def _sessions(bundle: Bundle, int8_file: Path) -> dict:
+def _session(path: Path):
     import onnxruntime as ort
 
-    fp32 = bundle.path / bundle.graph("stylizer").files["fp32"]
-    return {
-        p: ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
-        for p, f in (("fp32", fp32), ("int8", int8_file))
-    }
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _quality(bundle: Bundle, sessions: dict, feeds: list[dict]) -> list[dict]:
-    """PSNR (and SSIM) of int8 against fp32 on every feed."""
+def _outputs(bundle: Bundle, session, feeds: list[dict]) -> list[np.ndarray]:
     image = bundle.graph("stylizer").image_output
-    quality = []
-    for feed in feeds:
-        ref, out = (sessions[p].run([image], feed)[0] for p in ("fp32", "int8"))
-        diff = compare({"image": ref}, {"image": out}, 1.0, MIN_PSNR)[0]
-        quality.append({"psnr_db": round(diff.psnr_db, 2), "ssim": _ssim(ref[0], out[0])})
-    return quality
+    return [session.run([image], feed)[0] for feed in feeds]
+
+
+def _psnrs(refs: list[np.ndarray], outs: list[np.ndarray]) -> list[float]:
+    return [round(psnr(ref, out), 2) for ref, out in zip(refs, outs)]
 
 
 def _measure(bundle: Bundle, feeds: list[dict], min_psnr: float, log) -> dict:
     """int8 vs fp32 on the stylizer graph at MEASURE_SIZE²: quality on every pair, then speed."""
-    sessions = _sessions(bundle, bundle.path / bundle.graph("stylizer").files["int8"])
-    quality = _quality(bundle, sessions, feeds)
-    psnr = [q["psnr_db"] for q in quality]
+    files = bundle.graph("stylizer").files
+    sessions = {p: _session(bundle.path / files[p]) for p in ("fp32", "int8")}
+    refs, outs = (_outputs(bundle, sessions[p], feeds) for p in ("fp32", "int8"))
+    scores = _psnrs(refs, outs)
+    quality = [
+        {"psnr_db": v, "ssim": _ssim(ref[0], out[0])} for v, ref, out in zip(scores, refs, outs)
+    ]
     timing = {p: round(_p50_ms(s, feeds[0]), 1) for p, s in sessions.items()}
     log(
-        f"int8 vs fp32 @{MEASURE_SIZE}: PSNR {min(psnr):.1f}–{max(psnr):.1f} dB, "
+        f"int8 vs fp32 @{MEASURE_SIZE}: PSNR {min(scores):.1f}–{max(scores):.1f} dB, "
         f"{timing['fp32'] / timing['int8']:.2f}× faster on ORT CPU"
     )
     ssims = [q["ssim"] for q in quality if q["ssim"] is not None]
@@ -254,10 +252,10 @@ def _measure(bundle: Bundle, feeds: list[dict], min_psnr: float, log) -> dict:
     return {
         "size": MEASURE_SIZE,
         "pairs": quality,
-        "psnr_db_mean": _finite(round(float(np.mean(psnr)), 2)),
-        "psnr_db_min": _finite(min(psnr)),
+        "psnr_db_mean": _finite(round(float(np.mean(scores)), 2)),
+        "psnr_db_min": _finite(min(scores)),
         "ssim_mean": round(float(np.mean(ssims)), 4) if ssims else None,
-        "passed": min(psnr) >= min_psnr,
+        "passed": min(scores) >= min_psnr,
         "min_psnr_db": min_psnr,
         "ort_cpu_p50_ms": timing,
         "speedup": round(timing["fp32"] / timing["int8"], 2),
@@ -301,10 +299,12 @@ def _search(
     keys = quantiser.keys
     tried: dict[int, float] = {}
     ranked: list[str] = list(quantiser.candidates)
+    fp32 = _session(bundle.path / bundle.graph("stylizer").files["fp32"])
+    refs = _outputs(bundle, fp32, feeds)  # once: every trial is held against the same outputs
 
     def worst(float_names: list[str]) -> float:
         quantiser.write(trial_file, {keys[n] for n in float_names})
-        return min(q["psnr_db"] for q in _quality(bundle, _sessions(bundle, trial_file), feeds))
+        return min(_psnrs(refs, _outputs(bundle, _session(trial_file), feeds)))
 
     def trial(k: int) -> float:
         if k not in tried:
