@@ -48,14 +48,12 @@ def add_speedups(rows: list[dict]) -> None:
         }
 
 
-# The quality a reduced-precision row must hold against fp32 to count as the same picture:
-# 40 dB for bf16/fp16 (rounding only), 30 dB for int8 (export's bar, export/int8.py).
-HEADLINE_MIN_PSNR = {"int8": 30.0}
-HEADLINE_DEFAULT_MIN_PSNR = 40.0
-
-
 def headline_min_psnr(precision: str) -> float:
-    return HEADLINE_MIN_PSNR.get(precision, HEADLINE_DEFAULT_MIN_PSNR)
+    """The quality a reduced-precision row must hold against fp32 to count as the same
+    picture: export's own bars (export/precision.py), 40 dB for bf16/fp16, 30 dB for int8."""
+    from styleship.export.precision import INT8_MIN_PSNR, MIN_PSNR
+
+    return INT8_MIN_PSNR if precision == "int8" else MIN_PSNR
 
 
 def summarize(rows: list[dict], peak_table: dict[str, dict] | None = None) -> list[dict]:

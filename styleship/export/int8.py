@@ -12,7 +12,8 @@ What is quantised, and how:
   with asymmetric ranges from Percentile calibration (99.99th percentile)
   on the sample images, computed once per graph. In exploratory runs on the
   trained demo, Percentile beat MinMax and Entropy, and 99.99 beat 99.999
-  and 99.9; on Magenta all three were within 0.1 dB.
+  and 99.9; on Magenta all three were within 0.1 dB (exploratory, not in
+  the committed results).
 
 What stays float:
 - The convolutions inside a family's fp32 modules (the ST-VAE's transform,
@@ -23,8 +24,9 @@ What stays float:
   the parity pairs, most sensitive first (`_search`): each candidate is
   quantised alone to measure what it costs, then a binary search finds how
   many of the worst to keep in float. Sensitivity, not depth, decides: on
-  the VQ-VAE demo every encoder convolution alone costs 31–41 dB (a small
-  error flips codebook entries) and every decoder one 48 dB or less. The
+  the VQ-VAE demo every encoder convolution quantised alone leaves 28.6–39.1
+  dB (a small error flips codebook entries), every decoder one 44.6 dB or
+  more. The
   manifest records the sensitivities and every trial.
 
 The int8 graphs are `stylizer.int8.onnx` and `fused.int8.onnx`; a
