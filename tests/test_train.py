@@ -149,3 +149,17 @@ def test_adversarial_pieces():
     last = torch.nn.Parameter(torch.ones(3))
     main, adv = (last * 2).sum(), (last * 0.5).sum()
     assert L.adaptive_weight(main, adv, last) == pytest.approx(4.0, rel=1e-3)
+
+
+def test_gram_loss_is_relative_so_random_features_do_not_silence_it():
+    """A blank output costs exactly one per layer and a match nothing, at any feature scale:
+    the plain Gram MSE was ~1e-5 on random VGG features, too small to train texture."""
+    g = torch.Generator().manual_seed(0)
+    style = {k: torch.rand(2, 8, 6, 6, generator=g) for k in L.STYLE_LAYERS}
+    for scale in (1e-3, 1.0, 1e3):
+        scaled = {k: v * scale for k, v in style.items()}
+        blank = {k: torch.zeros_like(v) for k, v in scaled.items()}
+        assert float(L.gram_loss(blank, scaled)) == pytest.approx(len(L.STYLE_LAYERS), rel=1e-5)
+        assert float(L.gram_loss(scaled, scaled)) == 0.0
+    half = {k: v * 0.5 for k, v in style.items()}  # G scales by 1/4: (3/4)² per layer
+    assert float(L.gram_loss(half, style)) == pytest.approx(4 * 0.5625, rel=1e-5)

@@ -3,7 +3,8 @@
 Normalisation (all means, so weights do not depend on image or batch size):
 content = MSE of relu4_1; mean/std style = Σ_layers MSE(μ) + MSE(σ) over
 relu1_1..relu4_1 (Huang & Belongie 2017, AdaIN); Gram style = Σ_layers
-MSE(G) with G = FFᵀ/(C·H·W) (Gatys et al. 2016); total variation = mean
+‖G(out) − G(style)‖²/‖G(style)‖² with G = FFᵀ/(C·H·W) (Gatys et al. 2016;
+relative, so that it does not vanish with random features); total variation = mean
 absolute difference of neighbours.
 """
 
@@ -51,7 +52,20 @@ def mean_std_loss(out: dict, style: dict) -> torch.Tensor:
 
 
 def gram_loss(out: dict, style: dict) -> torch.Tensor:
-    return sum(F.mse_loss(gram(out[layer]), gram(style[layer])) for layer in STYLE_LAYERS)
+    """Σ_layers ‖G(out) − G(style)‖² / ‖G(style)‖², per image, then the batch mean.
+
+    Relative, because the plain MSE of Gram entries is tiny with seeded random
+    features (≈1e-5 at relu1_1..relu4_1 of a half-width random VGG-19): at any
+    sensible weight it added nothing, and texture, which the pretrained
+    yardstick weighs heavily, was never trained (docs/training.md).
+    """
+    total = 0.0
+    for layer in STYLE_LAYERS:
+        go, gs = gram(out[layer]), gram(style[layer])
+        num = (go - gs).pow(2).sum(dim=(1, 2))
+        den = gs.pow(2).sum(dim=(1, 2)).clamp_min(torch.finfo(gs.dtype).tiny)  # only 0 guarded
+        total = total + (num / den).mean()
+    return total
 
 
 def tv_loss(img: torch.Tensor) -> torch.Tensor:
