@@ -125,3 +125,24 @@ def test_heldout_script_scores_the_teacher_against_itself_as_one(magenta_bundle,
     assert 0.2 < rows["teacher"]["content_ssim"] < 0.9
     assert len(rows["teacher"]["pairs"]) == 8
     assert "| same | 1.00 |" in (out / "heldout.md").read_text()
+
+
+def test_yardstick_sensitivity_ranks_blur_below_the_teacher(magenta_bundle, tmp_path):
+    """The yardstick's own sensitivity table: the teacher scores one, and more blur less."""
+    spec = importlib.util.spec_from_file_location(
+        "yardstick_sensitivity", ROOT / "benchmarks" / "yardstick_sensitivity.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "sens"
+    assert module.main(["--teacher", str(magenta_bundle), "--side", "192", "--out", str(out)]) == 0
+    rows = {
+        r["variant"]: r["style_gain"]
+        for r in json.loads((out / "yardstick_sensitivity.json").read_text())["rows"]
+    }
+    assert rows["teacher"] == pytest.approx(1.0)
+    blur1, blur2 = (
+        rows["teacher, Gaussian blur sigma 1 px"],
+        rows["teacher, Gaussian blur sigma 2 px"],
+    )
+    assert blur2 < blur1 < 1.0
