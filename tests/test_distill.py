@@ -24,6 +24,14 @@ from styleship.train.teacher import Teacher, recolour  # noqa: E402
 DISTILL = {"lr": 2e-3, "minted_styles": 2}
 
 
+def _script(name: str):
+    """A benchmark script of `benchmarks/`, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _trainer(family, assets, out, teacher, preset="distill-demo", **over):
     return tiny_trainer(family, assets, out, preset, teacher, **{**DISTILL, **over})
 
@@ -110,11 +118,7 @@ def test_cli_distill_without_teacher_is_one_line(assets, tmp_path):
 
 
 def test_heldout_script_scores_the_teacher_against_itself_as_one(magenta_bundle, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "distill_eval", ROOT / "benchmarks" / "distill_eval.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("distill_eval")
     out = tmp_path / "eval"
     args = ["--teacher", str(magenta_bundle), "--model", f"same={magenta_bundle}"]
     sheet = tmp_path / "sheet.jpg"
@@ -129,11 +133,7 @@ def test_heldout_script_scores_the_teacher_against_itself_as_one(magenta_bundle,
 
 def test_yardstick_sensitivity_ranks_blur_below_the_teacher(magenta_bundle, tmp_path):
     """The yardstick's own sensitivity table: the teacher scores one, and more blur less."""
-    spec = importlib.util.spec_from_file_location(
-        "yardstick_sensitivity", ROOT / "benchmarks" / "yardstick_sensitivity.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("yardstick_sensitivity")
     out = tmp_path / "sens"
     assert module.main(["--teacher", str(magenta_bundle), "--side", "192", "--out", str(out)]) == 0
     rows = {
