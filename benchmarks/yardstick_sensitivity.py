@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from distill_eval import HELDOUT, _images, stylize_pairs
+from distill_eval import HELDOUT, _images, score, stylize_pairs
 
 from styleship import _atomic
 from styleship.bench.yardstick import Yardstick
@@ -66,14 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     teacher = stylize_pairs(args.teacher, pairs, args.side)
     photos = [im.resize_max_side(im.read_image(c).rgb, args.side) for c, _ in pairs]
     paintings = [im.read_image(s).rgb for _, s in pairs]
-    codes = [stick.code(s) for s in paintings]
-    floors = [stick.cosine(stick.code(c), k) for c, k in zip(photos, codes)]
-    top = np.mean([stick.cosine(stick.code(t), k) - f for t, k, f in zip(teacher, codes, floors)])
     rows = []
     for name, make in VARIANTS.items():
         outs = [make(c, s, t) for c, s, t in zip(photos, paintings, teacher)]
-        step = np.mean([stick.cosine(stick.code(o), k) - f for o, k, f in zip(outs, codes, floors)])
-        rows.append({"variant": name, "style_gain": float(step / top)})
+        gain = score(name, outs, teacher, pairs, stick, args.side)["style_gain"]
+        rows.append({"variant": name, "style_gain": gain})
     result = {"pairs": len(pairs), "side": args.side, "yardstick": stick.source, "rows": rows}
     lines = ["| variant of the teacher's output | style gain |", "|---|---|"]
     lines += [f"| {r['variant']} | {r['style_gain']:.2f} |" for r in rows]
