@@ -63,7 +63,7 @@ def _pretrained_bundle(out_dir: Path, log: Callable[[str], None]) -> tuple[Path 
         return None, str(exc)
 
 
-def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str, log) -> dict:
+def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str | None, log) -> dict:
     from styleship.runtime.stylizer import Stylizer
 
     grid, outputs = [], []
@@ -85,6 +85,7 @@ def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str, log
         seconds = time.perf_counter() - start
         family, untrained = st.bundle.family, st.bundle.untrained
         note = st.bundle.manifest["weights"].get("note")
+        engine = {"backend": st.backend_name, "precision": st.precision, "reason": st.choice.reason}
     sheet = contact_sheet(
         [im.read_image(c).rgb for c in contents], [im.read_image(s).rgb for s in styles], grid
     )
@@ -96,6 +97,7 @@ def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str, log
         "note": note,
         "outputs": outputs,
         "contact_sheet": str(sheet_path),
+        "engine": engine,
         "seconds": seconds,
         "ms_per_image": 1000 * seconds / len(outputs),
     }
@@ -104,10 +106,13 @@ def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str, log
 def run_demo(
     out_dir: Path,
     model: Path | None = None,
-    backend: str = "ort-cpu",
+    backend: str | None = None,
     log: Callable[[str], None] = lambda m: None,
 ) -> dict:
-    """Stylize each sample photo with each sample painting, per bundle; report what was written."""
+    """Stylize each sample photo with each sample painting, per bundle; report what was written.
+
+    `backend` None runs each bundle where a user's `stylize` would: the fastest engine and
+    precision that its quality records clear here (runtime/choice.py)."""
     contents = sorted((ASSETS / "content").glob("*.jpg"))
     styles = sorted((ASSETS / "styles").glob("*.jpg"))
     if not contents or not styles:
@@ -119,10 +124,17 @@ def run_demo(
     bundles = ([pretrained] if pretrained else []) + ours
     runs = [_run_bundle(Path(b), contents, styles, out_dir, backend, log) for b in bundles]
     clip = _run_clip(Path(ours[0]), contents[0], styles[-1], out_dir, backend, log)
-    return {"backend": backend, "bundles": runs, "clip": clip, "pretrained_missing": missing}
+    return {
+        "backend": backend or "auto",
+        "bundles": runs,
+        "clip": clip,
+        "pretrained_missing": missing,
+    }
 
 
-def _run_clip(bundle: Path, photo: Path, style: Path, out_dir: Path, backend: str, log) -> dict:
+def _run_clip(
+    bundle: Path, photo: Path, style: Path, out_dir: Path, backend: str | None, log
+) -> dict:
     """A 3-second clip made from a sample photo (shapes moving across it), stylized with
     the temporal blend; flicker is measured with and without it."""
     import cv2

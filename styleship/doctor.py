@@ -52,6 +52,27 @@ def gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def engine_choices(bundles: list[str]) -> dict:
+    """What `stylize` and `serve` run each bundle on here (measured now if never before),
+    and every choice cached on this machine."""
+    from styleship.runtime.bundle import Bundle
+    from styleship.runtime.choice import cached_choices, choose
+
+    chosen = {}
+    for path in bundles:
+        choice = choose(Bundle.load(path))
+        chosen[str(path)] = {
+            "backend": choice.backend,
+            "precision": choice.precision,
+            "reason": choice.reason,
+            "quality": choice.quality,
+            "source": choice.source,
+            "measured": choice.measured,
+            "skipped": choice.skipped,
+        }
+    return {"chosen": chosen, "cached": len(cached_choices())}
+
+
 def diagnose() -> dict:
     """A JSON-able report; `problems` lists what will break and how to fix it."""
     versions = {pkg: package_version(pkg) for pkg in PACKAGES}

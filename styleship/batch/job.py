@@ -21,6 +21,7 @@ from styleship.batch.table import Row
 from styleship.errors import InputError
 from styleship.runtime import image as im
 from styleship.runtime.bundle import Bundle
+from styleship.runtime.choice import choose
 from styleship.runtime.style_bank import parse_spec
 
 FLUSH_EVERY_S = 5.0  # the table is rewritten at most this often while rows arrive
@@ -91,6 +92,7 @@ def run_batch(
     retry_errors: bool = False,
     on_row: Callable[[Row, bool], None] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Stylize `inputs` into `out_dir`; returns the summary (also written to batch.json).
 
@@ -100,6 +102,8 @@ def run_batch(
     files = table.expand_inputs(inputs)
     bundle = Bundle.load(model)
     style_value, style_record = resolve_style(bundle, style)
+    # Chosen once here, not per actor: actors starting together would time each other.
+    choice = choose(bundle, options.backend, options.precision, log=log)
     out_dir = _atomic.ensure_dir(out_dir)
     settings = _settings(bundle, style_record, options)
     previous = {} if force else table.read_table(out_dir)
@@ -153,8 +157,8 @@ def run_batch(
                 "preserve_color": options.preserve_color,
                 "max_size": options.max_size,
             },
-            "backend": options.backend,
-            "precision": options.precision,
+            "backend": choice.backend,
+            "precision": choice.precision,
             "max_pixels": options.max_pixels,
         }
         try:
@@ -172,6 +176,12 @@ def run_batch(
         "skipped": skipped,
         "processed": processed,
         "seconds": round(elapsed, 2),
+        "engine": {
+            "backend": choice.backend,
+            "precision": choice.precision,
+            "reason": choice.reason,
+            "source": choice.source,
+        },
         **runner,
     }
     if runner.get("run_s"):

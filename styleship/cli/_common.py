@@ -74,3 +74,17 @@ def _weights(text: str | None) -> list[float] | None:
         return [float(x) for x in text.split(",")]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def note(message: str) -> None:
+    """A plain status line on stderr (never on stdout, which may carry JSON or an image)."""
+    err.print(message, markup=False, highlight=False)
+
+
+def engine_line(choice) -> str:
+    """What a command runs on and why, for the line every run prints (runtime/choice.py)."""
+    return f"engine: {choice.backend} {choice.precision} ({choice.reason}; {choice.source})"
+
+
+def choice_json(choice) -> dict:
+    return {k: getattr(choice, k) for k in ("backend", "precision", "reason", "quality", "source")}

@@ -11,19 +11,43 @@ from rich.markup import escape
 from rich.progress import TextColumn
 
 from styleship import _atomic
-from styleship.cli._common import JSON_OPT, _kv_table, _print, _weights, app, err, out, progress
+from styleship.cli._common import (
+    JSON_OPT,
+    _kv_table,
+    _print,
+    _weights,
+    app,
+    choice_json,
+    engine_line,
+    err,
+    note,
+    out,
+    progress,
+)
 from styleship.errors import InputError
 
 
 @app.command()
-def doctor(as_json: bool = JSON_OPT) -> None:
+def doctor(
+    models: list[Path] = typer.Option(
+        None, "--model", "-m", help="Also show the engine each bundle runs on here, and why."
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
     """Show versions, usable backends, GPUs and conflicting packages.
 
+    With --model: the backend and precision stylize/serve pick for the bundle on this
+    machine (measured once, then cached), every pair's time and why others were left out.
+
     Example: styleship doctor --json
+
+    Example: styleship doctor -m assets/models/vqvae-demo.vqvae
     """
-    from styleship.doctor import diagnose
+    from styleship.doctor import diagnose, engine_choices
 
     report = diagnose()
+    if models:
+        report["engines"] = engine_choices([str(m) for m in models])
     rows = {
         "styleship": report["styleship"],
         "python": report["python"],
@@ -33,6 +57,12 @@ def doctor(as_json: bool = JSON_OPT) -> None:
         "serve": report["serve"],
         **{k: v or "-" for k, v in report["packages"].items()},
     }
+    for path, c in report.get("engines", {}).get("chosen", {}).items():
+        rows[f"engine {path}"] = f"{c['backend']} {c['precision']}: {c['reason']} ({c['source']})"
+        for m in c["measured"]:
+            rows[f"  {m['backend']} {m['precision']}"] = f"{m['p50_ms']:g} ms; {m['quality']}"
+        for pair, why in c["skipped"].items():
+            rows[f"  {pair}"] = f"not timed: {why}"
     _print(report, as_json, _kv_table("styleship doctor", rows))
     for problem in report["problems"]:
         err.print(f"problem: {problem}", markup=False, highlight=False)
@@ -69,6 +99,7 @@ def _stylize_video(
         )
     result["frames_per_s"] = round(count / (time.perf_counter() - started), 2)
     result |= {"backend": st.backend_name, "precision": st.precision}
+    result["choice"] = choice_json(st.choice)
     _print(
         result,
         as_json,
@@ -103,6 +134,7 @@ def _stylize_one(
     data = {
         "backend": st.backend_name,
         "precision": st.precision,
+        "choice": choice_json(st.choice),
         "results": [
             {"input": label, "output": str(target), "error": None, "tiling": st.last_tiling}
         ],
@@ -144,12 +176,15 @@ def stylize(
     max_size: int = typer.Option(None, help="Shrink contents so the long side is at most this."),
     style_size: int = typer.Option(512, help="Long side the style image is encoded at."),
     backend: str = typer.Option(
-        None, help="ort-cpu, ort-cuda, ort-trt, tensorrt, openvino (default: best available)."
+        "auto",
+        help="auto: the fastest engine here that the bundle's quality records clear "
+        "(measured once per machine, then cached); or ort-cpu, ort-cuda, ort-trt, "
+        "tensorrt, openvino.",
     ),
     precision: str = typer.Option(
-        None,
-        help="fp32, bf16 (openvino), fp16 (GPU); default: fp32 unless the bundle's parity "
-        "record clears a faster one for this backend.",
+        "auto",
+        help="auto (with --backend: its fastest cleared precision), or fp32, bf16 and int8 "
+        "(openvino), int8 (ort-cpu), fp16 (GPU).",
     ),
     out_path: str = typer.Option(
         ".",
@@ -245,8 +280,14 @@ def stylize(
         "max_memory": _bytes(max_memory, "--max-memory") if max_memory else None,
     }
     with Stylizer(
-        model, backend, precision=precision, style_size=style_size, max_pixels=max_pixels
+        model,
+        backend,
+        precision=precision,
+        style_size=style_size,
+        max_pixels=max_pixels,
+        log=note,
     ) as st:
+        note(engine_line(st.choice))
         if video:
             dst = (
                 out_dir
@@ -281,6 +322,7 @@ def stylize(
     data = {
         "backend": st.backend_name,
         "precision": st.precision,
+        "choice": choice_json(st.choice),
         "results": [
             {
                 "input": str(r.input),
@@ -310,7 +352,9 @@ def demo(
     model: Path = typer.Option(
         None, "--model", "-m", help="Bundle to use (default: the shipped one)."
     ),
-    backend: str = typer.Option("ort-cpu", help="Backend to run on."),
+    backend: str = typer.Option(
+        "auto", help="auto: each bundle where stylize would run it (fastest cleared here)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Stylize the sample photos with the sample paintings and write a contact sheet.
@@ -320,12 +364,17 @@ def demo(
     from styleship.demo import run_demo
 
     with err.status("preparing the demo") as status:
-        result = run_demo(out_dir, model, backend, log=lambda m: status.update(m))
+        auto = None if backend == "auto" else backend
+        result = run_demo(out_dir, model, auto, log=lambda m: status.update(m))
     if as_json:
         _print(result, True)
         return
     for run in result["bundles"]:
-        out.print(f"[bold]{escape(str(run['bundle']))}[/] ({run['family']}) on {result['backend']}")
+        engine = run["engine"]
+        out.print(
+            f"[bold]{escape(str(run['bundle']))}[/] ({run['family']}) on "
+            f"{engine['backend']} {engine['precision']} ({escape(engine['reason'])})"
+        )
         if run["untrained"]:
             out.print(
                 "  [yellow]note:[/] UNTRAINED (seeded random) weights: the pipeline runs "

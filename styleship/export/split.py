@@ -78,7 +78,7 @@ def _values(bundle: Bundle) -> dict[str, np.ndarray]:
     """A real style code (a sample painting, or the first bank style) and α = 0.5, batch 1."""
     from styleship.runtime.stylizer import Stylizer
 
-    with Stylizer(bundle, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(bundle, "ort-cpu", precision="fp32", cache_dir=None) as st:
         if bundle.has_style_input:
             code = st.style_code(default_parity_images()[1][0])
         elif bundle.style_bank.names:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +17,17 @@ import cv2
 import numpy as np
 
 from styleship.errors import InputError, StyleshipError
-from styleship.runtime import exact_tiling, tiling
+from styleship.runtime import arrays, exact_tiling, tiling
 from styleship.runtime import image as im
-from styleship.runtime.backends import best_available, create_backend, default_device
+from styleship.runtime.backends import create_backend, default_device
 from styleship.runtime.bundle import Bundle
+from styleship.runtime.choice import Choice, choose
 from styleship.runtime.style_bank import parse_spec
 from styleship.runtime.style_cache import StyleCache, default_cache_dir
 from styleship.runtime.tiled import TilingMixin
 
-Source = str | os.PathLike | bytes | im.Image
+# A file path, encoded bytes, a decoded Image, or an HWC array (runtime/arrays.py).
+Source = str | os.PathLike | bytes | im.Image | np.ndarray
 _DEFAULT = object()
 
 
@@ -51,6 +54,8 @@ class FileResult:
 def _key(src: Source) -> str:
     if isinstance(src, im.Image):
         return hashlib.sha256(np.ascontiguousarray(src.rgb).tobytes()).hexdigest()
+    if isinstance(src, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(src).tobytes()).hexdigest()
     data = src if isinstance(src, bytes) else im.read_bytes(src)
     return hashlib.sha256(data).hexdigest()
 
@@ -82,8 +87,11 @@ def mix_codes(
 class Stylizer(TilingMixin):
     """Stylize images with a bundle: `Stylizer("starry.stvae").stylize("photo.jpg", "art.jpg")`.
 
-    `precision` None picks fp32, or a reduced precision only where the bundle
-    records that it passed parity on this backend (e.g. OpenVINO bf16).
+    `backend` and `precision` None (or "auto") take the fastest pair this machine
+    runs that the bundle's quality records clear, measured once per machine and
+    cached (runtime/choice.py); `choice` says what was picked and why. Naming
+    one narrows the choice to it; naming both skips the measurement.
+    `log` receives a line whenever a measurement runs.
     """
 
     def __init__(
@@ -95,22 +103,24 @@ class Stylizer(TilingMixin):
         style_size: int = 512,
         cache_dir: Path | object | None = _DEFAULT,
         max_pixels: int = im.DEFAULT_MAX_PIXELS,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-        self.backend_name = backend or best_available()
+        backend = None if backend == "auto" else backend
+        precision = None if precision == "auto" else precision
+        self.choice: Choice = choose(self.bundle, backend, precision, log=log)
+        self.backend_name = self.choice.backend
         self.device = device or default_device(self.backend_name)
-        self.precision = precision or self.bundle.default_precision(self.backend_name)
+        self.precision = self.choice.precision
         self.style_size = style_size
         self.max_pixels = max_pixels
         directory = default_cache_dir() if cache_dir is _DEFAULT else cache_dir
         self.cache = StyleCache(self.bundle.hash, directory)
-        self._encoder = self._open("style_encoder") if self.bundle.has_style_input else None
-        try:
-            self._stylizer = self._open("stylizer")
-        except BaseException:
-            if self._encoder:
-                self._encoder.close()
-            raise
+        # Opened on first use: a bank style or a cached code never needs the encoder, and
+        # compiling it is a fifth of a short run's start-up (OpenVINO, Magenta).
+        self._encoder = None
+        self._encoder_lock = threading.Lock()
+        self._stylizer = self._open("stylizer")
         self._image_output = self.bundle.graph("stylizer").image_output
         self._split = exact_tiling.SplitPlan.from_manifest(self.bundle.manifest)
         self._split_engines: dict | None = None
@@ -136,6 +146,7 @@ class Stylizer(TilingMixin):
     def close(self) -> None:
         if self._encoder:
             self._encoder.close()
+            self._encoder = None
         self._stylizer.close()
         for engine in (self._split_engines or {}).values():
             engine.close()
@@ -147,8 +158,12 @@ class Stylizer(TilingMixin):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _image(self, src: Source) -> im.Image:
-        return src if isinstance(src, im.Image) else im.read_image(src, self.max_pixels)
+    def _image(self, src: Source, channels: str = "RGB") -> im.Image:
+        if isinstance(src, im.Image):
+            return src
+        if isinstance(src, np.ndarray):
+            return arrays.to_image(src, channels)
+        return im.read_image(src, self.max_pixels)
 
     def style_id(self, style: Source) -> str:
         """The id a style is cached under: the sha256 of its file bytes (or pixels), or the
@@ -171,7 +186,7 @@ class Stylizer(TilingMixin):
     def _named(self, style: Source) -> dict[str, np.ndarray] | None:
         """The code of a bank name or of weighted names ("a:0.7,b:0.3"), or None when
         `style` is not one (an image, bytes, an existing file, or no bank)."""
-        if isinstance(style, bytes | im.Image):
+        if isinstance(style, bytes | im.Image | np.ndarray):
             return None
         bank = self.bundle.style_bank
         spec = parse_spec(os.fspath(style))
@@ -204,7 +219,7 @@ class Stylizer(TilingMixin):
         is_path = isinstance(style, str | os.PathLike)
         if is_path and not Path(style).is_file():
             raise self._unknown(style)
-        if self._encoder is None:
+        if not self.bundle.has_style_input:
             names = ", ".join(self.bundle.style_bank.names)
             raise InputError(
                 f"{self.bundle.name} has no style encoder: it takes no style image"
@@ -223,6 +238,9 @@ class Stylizer(TilingMixin):
         rgb = im.resize_max_side(rgb, self.style_size)
         im.check_min_size(rgb, label)
         padded = im.pad_to_multiple(rgb, self.bundle.style_multiple)
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = self._open("style_encoder")
         return self._encoder.run(self._feed(self._encoder, {"style": im.to_nchw(padded)}))
 
     def mixed_code(
@@ -258,8 +276,15 @@ class Stylizer(TilingMixin):
         tile: int | str | None = "auto",
         overlap: int = tiling.DEFAULT_OVERLAP,
         max_memory: int | None = None,
-    ) -> im.Image:
+        channels: str = "RGB",
+    ) -> im.Image | np.ndarray:
         """Stylize one image with one style, or a weighted mix of `styles`.
+
+        Content and styles are files, encoded bytes, `Image`s or numpy arrays:
+        height × width × 3 (× 4 with alpha, or gray), uint8, uint16 or float in
+        [0, 1], in `channels` order ("RGB", or "BGR" as OpenCV holds them). An
+        array content gives back an array of the same layout, dtype and channel
+        order; any other content gives an `Image` (RGB float32).
 
         `tile`: a tile side in pixels, None or 0 for never, or "auto" to tile only
         when the untiled run would not fit `max_memory` bytes (default: a fraction
@@ -268,12 +293,22 @@ class Stylizer(TilingMixin):
         and `overlap` is not used; others blend overlapping tiles (runtime/tiling.py).
         `last_tiling` then says which it did and why.
         """
-        sources = ([style] if style is not None else []) + list(styles)
+        sources = [
+            arrays.to_image(s, channels, "style") if isinstance(s, np.ndarray) else s
+            for s in ([style] if style is not None else []) + list(styles)
+        ]
         code = self.mixed_code(sources, weights)
-        img = self._image(content)
+        img = self._image(content, channels)
         if max_size is not None:
             img = im.Image(im.resize_max_side(img.rgb, max_size), img.alpha, img.bit_depth)
-        job = Job(img, code, alpha, preserve_color)
+        result = self._stylize_one(Job(img, code, alpha, preserve_color), tile, overlap, max_memory)
+        if isinstance(content, np.ndarray):
+            return arrays.from_image(result, content, channels)
+        return result
+
+    def _stylize_one(self, job: Job, tile, overlap: int, max_memory: int | None) -> im.Image:
+        """One decoded job, untiled or in tiles as `_tiling` decides."""
+        img, code, alpha = job.image, job.code, job.alpha
         decision = self._tiling(img, tile, max_memory)
         self.last_tiling = decision
         if decision["mode"] == "untiled":
