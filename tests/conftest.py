@@ -97,6 +97,22 @@ def write_pickled_code(path: Path, key: str, marker: Path) -> None:
     subprocess.run([sys.executable, "-c", script], check=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Style codes, engine choices and OpenVINO's compiled models go to a cache of the test
+    session's own (subprocesses inherit it), never the user's; tests that need an empty
+    cache set STYLESHIP_CACHE themselves."""
+    import os
+
+    old = os.environ.get("STYLESHIP_CACHE")
+    os.environ["STYLESHIP_CACHE"] = str(tmp_path_factory.mktemp("cache") / "styles")
+    yield
+    if old is None:
+        os.environ.pop("STYLESHIP_CACHE", None)
+    else:
+        os.environ["STYLESHIP_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     return ASSETS

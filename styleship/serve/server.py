@@ -105,7 +105,9 @@ def _model_config(config: ServeConfig, batched: bool):
     # clients, groups of 1 lost 30 % of throughput at 32 clients, this rule neither.
     batcher = DynamicBatcher(
         max_queue_delay_microseconds=config.max_queue_delay_us if batched else 0,
-        preferred_batch_size=None if batched else [2, config.max_batch],
+        preferred_batch_size=None
+        if batched
+        else sorted({min(2, config.max_batch), config.max_batch}),
         default_queue_policy=policy,
     )
     return ModelConfig(batching=True, max_batch_size=config.max_batch, batcher=batcher)
