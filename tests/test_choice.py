@@ -126,7 +126,8 @@ def test_cli_prints_the_engine_and_why(tmp_path, contents, styles):
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["choice"]["backend"] == data["backend"] and data["choice"]["reason"]
-    assert f"engine: {data['backend']} {data['precision']}" in done.stderr
+    human = run_cli("stylize", contents[1], "-m", STVAE, "-s", styles[0], "-o", tmp_path / "h")
+    assert f"engine: {data['backend']} {data['precision']}" in human.stderr
     doctor = run_cli("doctor", "-m", STVAE, "--json")
     chosen = json.loads(doctor.stdout)["engines"]["chosen"][str(STVAE)]
     assert (chosen["backend"], chosen["precision"]) == (data["backend"], data["precision"])

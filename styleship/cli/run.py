@@ -105,6 +105,8 @@ def _stylize_video(
         as_json,
         f"wrote {dst} ({result['frames']} frames, {result['frames_per_s']} frames/s)",
     )
+    if not as_json:
+        note(engine_line(st.choice))
 
 
 def _style_sources(values: list[str] | None) -> list[str | Path]:
@@ -143,6 +145,7 @@ def _stylize_one(
         _print(data, True)
     else:
         out.print(f"wrote: {target}", markup=False, highlight=False)
+        note(engine_line(st.choice))
 
 
 def _bytes(text: str, option: str) -> int:
@@ -241,7 +244,8 @@ def stylize(
     Example: styleship stylize clip.mp4 -m starry.stvae -s starry.jpg -o out.mp4 --stability 0.6
     """
     from styleship.runtime import image as im
-    from styleship.runtime.stylizer import Stylizer
+    from styleship.runtime.bundle import Bundle
+    from styleship.runtime.stylizer import Stylizer, check_styles
     from styleship.runtime.video import is_video
 
     mix = _weights(weights)
@@ -279,15 +283,20 @@ def stylize(
         "overlap": overlap,
         "max_memory": _bytes(max_memory, "--max-memory") if max_memory else None,
     }
-    with Stylizer(
-        model,
-        backend,
-        precision=precision,
-        style_size=style_size,
-        max_pixels=max_pixels,
-        log=note,
-    ) as st:
-        note(engine_line(st.choice))
+    bundle = Bundle.load(model)
+    check_styles(bundle, styles)  # before an engine is loaded, or timed for the first time
+    # The first run of a bundle on a machine times its engines (a few seconds, once): a
+    # transient status says so; the engine line comes with the results.
+    with err.status("loading the engine") as status:
+        st = Stylizer(
+            bundle,
+            backend,
+            precision=precision,
+            style_size=style_size,
+            max_pixels=max_pixels,
+            log=status.update,
+        )
+    with st:
         if video:
             dst = (
                 out_dir
@@ -344,6 +353,8 @@ def stylize(
         if len(results) > 1:
             err.print(f"{len(failed)} of {len(results)} images failed")
         raise typer.Exit(1)
+    if not as_json:
+        note(engine_line(st.choice))
 
 
 @app.command()

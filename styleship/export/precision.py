@@ -1,22 +1,18 @@
 """Reduced precisions at export: add fp16 twins of the graphs, and measure how far
 fp16 and bf16 outputs are from fp32. Recorded in the manifest, never a gate.
 
-`Stylizer` picks a reduced precision by default only where the record says
-`default: true`: it passed (PSNR ≥ 40 dB, the bar the benchmark uses for
-"equal quality") on an engine where it is also faster. OpenVINO bf16
-qualifies; ONNX Runtime CPU runs fp16 graphs by casting most nodes back to
-fp32, so its fp16 record measures the weights' rounding, not GPU fp16
-arithmetic, and never becomes a default.
+Which precision runs is not decided here: `Stylizer` times, on the machine
+it runs on, every precision whose record passed (runtime/choice.py), so the
+bars below are what a precision must clear to be a candidate at all: PSNR
+≥ 40 dB for bf16 and fp16 (the benchmark's "equal quality"), ≥ 30 dB for
+int8. ONNX Runtime CPU runs fp16 graphs by casting most nodes back to fp32,
+so its fp16 record measures the weights' rounding, not GPU fp16 arithmetic.
+The `default` flag and the p50s record what the exporting machine found.
 
 OpenVINO int8 (the bundle's QDQ graphs, when it has them) is measured the
 way `Stylizer` runs it, style encoder then stylizer (the fused int8 graph
-also quantises the style encoder, which `Stylizer` never runs), held to
-the int8 bar, PSNR ≥ 30 dB, and is a default only where it passes and is
-also faster than OpenVINO fp32 on this machine (a CPU without int8
-dot-product instructions runs QDQ graphs slower). OpenVINO's p50 on the
-stylizer graph is recorded with the OpenVINO records; where both bf16 and
-int8 may be the default, the bundle takes the faster
-(Bundle.default_precision).
+also quantises the style encoder, which `Stylizer` never runs), on both
+of OpenVINO's model paths (dynamic and shape-specific).
 """
 
 from __future__ import annotations

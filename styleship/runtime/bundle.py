@@ -182,17 +182,6 @@ class Bundle:
         name = self.manifest.get("checkpoint", {}).get("name")
         return self.path / name if name else None
 
-    def default_precision(self, backend: str) -> str:
-        """fp32, or a reduced precision the export record clears as a default on `backend`
-        (it passed parity there and is faster there: export/precision.py). Where several
-        qualify (OpenVINO bf16 and int8), the one with the smaller recorded p50."""
-        cleared = [
-            (record.get("p50_ms", float("inf")), precision)
-            for precision, record in self.manifest.get("precision_parity", {}).items()
-            if record.get("backend") == backend and record.get("default")
-        ]
-        return min(cleared)[1] if cleared else "fp32"
-
     @property
     def untrained(self) -> bool:
         """True for bundles whose weights are seeded random or untrained (tests, demo)."""

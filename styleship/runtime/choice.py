@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from styleship._hashing import sha256_json
 from styleship.errors import BackendUnavailable, InputError, ModelError, StyleshipError, first_line
 from styleship.runtime.bundle import Bundle
 
@@ -197,9 +198,16 @@ def machine() -> dict:
 
 
 def cache_key(bundle: Bundle, scope: dict) -> str:
-    """Bundle contents x machine x engine versions x what was asked (backend/precision)."""
+    """Bundle (its files and its manifest, whose quality records clear the candidates) x
+    machine x engine versions x what was asked (backend/precision)."""
     blob = json.dumps(
-        {"v": CHOICE_VERSION, "bundle": bundle.hash, "machine": machine(), "scope": scope},
+        {
+            "v": CHOICE_VERSION,
+            "bundle": bundle.hash,
+            "manifest": sha256_json(bundle.manifest),
+            "machine": machine(),
+            "scope": scope,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

@@ -84,6 +84,30 @@ def mix_codes(
     return mixed
 
 
+def unknown_style(bundle: Bundle, style: Source) -> InputError:
+    """The one-line error for a style that is neither an image file nor a bank style."""
+    names = bundle.style_bank.names
+    if names:
+        return InputError(
+            f"style {os.fspath(style)!r} is neither an image file nor a style "
+            f"in {bundle.name}'s bank ({', '.join(names)})"
+        )
+    return InputError(
+        f"no such style image: {os.fspath(style)} (and {bundle.name} has no style bank)"
+    )
+
+
+def check_styles(bundle: Bundle, styles: Sequence[Source]) -> None:
+    """Refuse unknown style names before any engine is loaded or timed."""
+    bank = bundle.style_bank
+    for style in styles:
+        if not isinstance(style, str | os.PathLike) or Path(style).is_file():
+            continue
+        spec = parse_spec(os.fspath(style))
+        if not bank.names or spec is None or any(n not in bank for n, _ in spec):
+            raise unknown_style(bundle, style)
+
+
 class Stylizer(TilingMixin):
     """Stylize images with a bundle: `Stylizer("starry.stvae").stylize("photo.jpg", "art.jpg")`.
 
@@ -198,19 +222,6 @@ class Stylizer(TilingMixin):
             [bank.code(n) for n, _ in spec], [w for _, w in spec], self.bundle.style_code
         )
 
-    def _unknown(self, style: Source) -> InputError:
-        names = self.bundle.style_bank.names
-        what = "an image file"
-        if names:
-            listed = ", ".join(names)
-            return InputError(
-                f"style {os.fspath(style)!r} is neither {what} nor a style "
-                f"in {self.bundle.name}'s bank ({listed})"
-            )
-        return InputError(
-            f"no such style image: {os.fspath(style)} (and {self.bundle.name} has no style bank)"
-        )
-
     def style_code(self, style: Source) -> dict[str, np.ndarray]:
         """The style code of one image or bank style (batch of 1), cached once computed."""
         named = self._named(style)
@@ -218,7 +229,7 @@ class Stylizer(TilingMixin):
             return named
         is_path = isinstance(style, str | os.PathLike)
         if is_path and not Path(style).is_file():
-            raise self._unknown(style)
+            raise unknown_style(self.bundle, style)
         if not self.bundle.has_style_input:
             names = ", ".join(self.bundle.style_bank.names)
             raise InputError(
