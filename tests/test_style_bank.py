@@ -52,7 +52,7 @@ def test_bank_is_hashed_in_the_manifest_and_inspect_lists_it(banked):
 
 
 def test_stylize_by_name_equals_stylize_with_the_painting(banked, contents):
-    with Stylizer(banked, backend="ort-cpu", cache_dir=None) as st:
+    with Stylizer(banked, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
         for name in PAINTINGS:
             by_name = st.stylize(contents[0], name, max_size=128).rgb
             by_image = st.stylize(contents[0], ASSETS / f"styles/{name}.jpg", max_size=128).rgb
@@ -77,7 +77,7 @@ def test_cli_stylizes_by_bank_name_and_refuses_unknown_names(banked, contents, t
 def test_weighted_names_equal_mixing(banked, contents):
     spec = f"{PAINTINGS[0]}:0.7,{PAINTINGS[1]}:0.3"
     paths = [ASSETS / f"styles/{n}.jpg" for n in PAINTINGS]
-    with Stylizer(banked, backend="ort-cpu", cache_dir=None) as st:
+    with Stylizer(banked, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
         named = st.stylize(contents[1], spec, max_size=128).rgb
         mixed = st.stylize(contents[1], styles=paths, weights=[0.7, 0.3], max_size=128).rgb
         np.testing.assert_allclose(named, mixed, atol=1e-6)
@@ -87,7 +87,7 @@ def test_weighted_names_equal_mixing(banked, contents):
 
 def test_server_takes_bank_names_and_painting_ids_as_style_ids(banked, contents):
     pixels = im.to_uint8(im.resize_max_side(im.read_image(contents[0]).rgb, 96))[None]
-    with Stylizer(banked, backend="ort-cpu", cache_dir=None) as st:
+    with Stylizer(banked, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
         model = StylizeModel(st, im.DEFAULT_MAX_PIXELS, max_batch=4)
         entry = next(e for e in json.loads((banked / "styles/styles.json").read_text())["styles"])
         outs = [

@@ -63,18 +63,18 @@ def test_mixing_through_the_graph(stylizer, contents, styles):
 
 
 def test_style_codes_are_cached_in_memory_and_on_disk(small_bundle, styles, tmp_path):
-    with Stylizer(small_bundle, backend="ort-cpu", cache_dir=tmp_path) as st:
+    with Stylizer(small_bundle, backend="ort-cpu", precision="fp32", cache_dir=tmp_path) as st:
         first = st.style_code(styles[1])
         st.style_code(styles[1])
         assert (st.cache.misses, st.cache.hits) == (1, 1)
     files = list(tmp_path.rglob("*.npz"))
     assert len(files) == 1
-    with Stylizer(small_bundle, backend="ort-cpu", cache_dir=tmp_path) as st:
+    with Stylizer(small_bundle, backend="ort-cpu", precision="fp32", cache_dir=tmp_path) as st:
         again = st.style_code(styles[1])
         assert st.cache.hits == 1 and st.cache.misses == 0
         assert all(np.array_equal(first[k], again[k]) for k in first)
     files[0].write_bytes(b"garbage")  # a corrupt entry is recomputed, not trusted
-    with Stylizer(small_bundle, backend="ort-cpu", cache_dir=tmp_path) as st:
+    with Stylizer(small_bundle, backend="ort-cpu", precision="fp32", cache_dir=tmp_path) as st:
         third = st.style_code(styles[1])
         assert st.cache.misses == 1
         assert all(np.allclose(first[k], third[k]) for k in first)
@@ -113,7 +113,7 @@ def test_runtime_runs_without_torch(small_bundle, contents, styles, tmp_path):
         from styleship.serve import client, loadtest, models, server
     """)
     code += textwrap.dedent(f"""
-        with Stylizer(r"{small_bundle}", backend="ort-cpu", cache_dir=None) as st:
+        with Stylizer(r"{small_bundle}", backend="ort-cpu", precision="fp32", cache_dir=None) as st:
             out = st.stylize(r"{contents[0]}", r"{styles[0]}", max_size=96)
         write_image(r"{tmp_path / "out.png"}", out)
         assert "torch" not in sys.modules and "tensorrt" not in sys.modules

@@ -367,7 +367,7 @@ def test_tensorrt_engine_matches_onnxruntime(fp16_bundle, contents, styles):
         build_engines(bundle.path, precision, sizes=(256,), max_batch=2)
         with (
             Stylizer(bundle, "tensorrt", precision=precision, cache_dir=None) as trt_st,
-            Stylizer(bundle, "ort-cpu", cache_dir=None) as ref_st,
+            Stylizer(bundle, "ort-cpu", precision="fp32", cache_dir=None) as ref_st,
         ):
             out = trt_st.stylize(contents[0], styles[0], max_size=256).rgb
             ref = ref_st.stylize(contents[0], styles[0], max_size=256).rgb

@@ -56,7 +56,7 @@ def test_tiled_matches_untiled_without_seams(bundle, contents, styles, tmp_path)
     (the fallback for bundles without a split; tests/test_exact_tiling.py has the exact path)."""
     bundle = without_split(bundle, tmp_path)
     img = im.Image(cv2.resize(im.read_image(contents[0]).rgb, (768, 512)))
-    with Stylizer(bundle, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(bundle, "ort-cpu", precision="fp32", cache_dir=None) as st:
         ref = st.stylize(img, styles[1], tile=None).rgb
         tiled = st.stylize(img, styles[1], tile=512, overlap=64).rgb
         hard = st.stylize(img, styles[1], tile=512, overlap=0).rgb

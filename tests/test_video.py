@@ -22,7 +22,7 @@ def clip(contents) -> list[np.ndarray]:
 
 
 def test_stability_mode_reduces_flicker_in_static_regions(clip, styles):
-    with Stylizer(DEMO, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(DEMO, "ort-cpu", precision="fp32", cache_dir=None) as st:
         code = st.style_code(styles[1])
         plain = list(video.stylize_frames(st, clip, code, stability=0.0))
         stable = list(video.stylize_frames(st, clip, code, stability=0.7))
@@ -36,7 +36,7 @@ def test_stability_mode_reduces_flicker_in_static_regions(clip, styles):
 
 
 def test_frames_are_batched_and_equal_single_image_stylization(clip, styles):
-    with Stylizer(DEMO, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(DEMO, "ort-cpu", precision="fp32", cache_dir=None) as st:
         code = st.style_code(styles[0])
         batched = list(video.stylize_frames(st, clip[:5], code, batch=4))
         single = [st.stylize(im.Image(f), styles[0]).rgb for f in clip[:5]]

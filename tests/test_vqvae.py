@@ -145,7 +145,7 @@ def test_stylizer_runs_a_vq_bundle_unchanged(vq_bundle, contents, styles, tmp_pa
     from styleship.runtime import image as im
     from styleship.runtime.stylizer import Stylizer
 
-    with Stylizer(vq_bundle, backend="ort-cpu", cache_dir=tmp_path) as st:
+    with Stylizer(vq_bundle, backend="ort-cpu", precision="fp32", cache_dir=tmp_path) as st:
         odd = im.Image(cv2.resize(im.read_image(contents[0]).rgb, (101, 77)))
         out = st.stylize(odd, styles[0])
         assert out.rgb.shape == (77, 101, 3)

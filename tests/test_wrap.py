@@ -70,7 +70,7 @@ def test_wrapped_model_matches_the_foreign_model_through_the_adapters(tmp_path, 
         None, {"x": (rgb[None, :, :, ::-1] * 255).astype(np.float32)}
     )[0]
     expected = direct[0, :, :, ::-1] / 255.0
-    with Stylizer(out, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(out, "ort-cpu", precision="fp32", cache_dir=None) as st:
         got = st.stylize(im.Image(rgb)).rgb
         half = st.stylize(im.Image(rgb), alpha=0.5).rgb
     assert np.abs(got - expected).max() < 1e-4
@@ -80,7 +80,7 @@ def test_wrapped_model_matches_the_foreign_model_through_the_adapters(tmp_path, 
     proc = run_cli("stylize", contents[1], "-m", out, "-s", contents[0], "-o", tmp_path)
     assert proc.returncode == 1 and "takes no style image" in proc.stderr
     # Served and exported like any bundle: one model, no style inputs, no _style model.
-    with Stylizer(out, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(out, "ort-cpu", precision="fp32", cache_dir=None) as st:
         model = StylizeModel(st, im.DEFAULT_MAX_PIXELS, max_batch=4)
         pixels = im.to_uint8(rgb)[None]
         (response,) = model([{"pixels": pixels}])
@@ -111,7 +111,7 @@ def test_fixed_size_models_are_resized_in_and_out(tmp_path, contents):
         64,
         64,
     ]
-    with Stylizer(out, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(out, "ort-cpu", precision="fp32", cache_dir=None) as st:
         assert (
             st.stylize(contents[0], max_size=150).rgb.shape[:2]
             == im.resize_max_side(im.read_image(contents[0]).rgb, 150).shape[:2]

@@ -69,7 +69,7 @@ def test_an_old_zoo_graph_wraps_and_matches_ort_on_the_original(tmp_path, conten
     onnx.save(_old_model("N"), str(reference))
     direct = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
     expected = direct.run(None, {"input1": rgb.transpose(2, 0, 1)[None] * 255})[0][0] / 255
-    with Stylizer(out, "ort-cpu", cache_dir=None) as st:
+    with Stylizer(out, "ort-cpu", precision="fp32", cache_dir=None) as st:
         got = st.stylize(im.Image(rgb)).rgb
     assert np.abs(got - expected.transpose(1, 2, 0)).max() < 1e-5
     wrapped = onnx.load(str(out / "stylizer.onnx"))

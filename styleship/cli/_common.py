@@ -81,10 +81,14 @@ def note(message: str) -> None:
     err.print(message, markup=False, highlight=False)
 
 
-def engine_line(choice) -> str:
-    """What a command runs on and why, for the line every run prints (runtime/choice.py)."""
-    return f"engine: {choice.backend} {choice.precision} ({choice.reason}; {choice.source})"
-
-
 def choice_json(choice) -> dict:
+    """The parts of a runtime.choice.Choice a command reports (a dict passes as it is)."""
+    if isinstance(choice, dict):
+        return choice
     return {k: getattr(choice, k) for k in ("backend", "precision", "reason", "quality", "source")}
+
+
+def engine_line(choice) -> str:
+    """What a command ran on and why: the line each run prints (runtime/choice.py)."""
+    c = choice_json(choice)
+    return f"engine: {c['backend']} {c['precision']} ({c['reason']}; {c['source']})"

@@ -104,7 +104,6 @@ def batch(
             retry_errors,
             row_done,
             planned,
-            log=note,
         )
     note(engine_line(result["engine"]))
     rows = result.pop("rows")
