@@ -71,6 +71,14 @@ def test_export_records_openvino_int8_against_fp32(tmp_path):
     assert any("int8 (openvino, dynamic model) vs fp32 @128" in line for line in lines)
     if "reason" not in parity["bf16"]:
         assert parity["bf16"]["p50_ms"] > 0 and parity["bf16"]["timed"]["graph"] == "stylizer"
+        # A CPU with native bf16 also gets the QDQ graph run with the bf16 hint, held to the
+        # int8 bar on both model paths: a candidate for the engine choice only if it passes.
+        mixed = parity["int8-bf16"]
+        assert {r["shapes"] for r in mixed["results"]} == {"dynamic", "shape-specific"}
+        assert mixed["passed"] == all(r["psnr_db"] >= INT8_MIN_PSNR for r in mixed["results"])
+        assert mixed["results"] != record["results"]  # another arithmetic, not a copy
+    else:
+        assert "int8-bf16" not in parity
     # The record is what OpenVINO's int8 run gives, the way Stylizer runs a style, pair by
     # pair on the dynamic model: recompute it.
     feed = parity_feed(contents, styles, 128)

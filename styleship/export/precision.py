@@ -171,7 +171,7 @@ def _openvino_p50_ms(bundle: Bundle, precisions: tuple, feed: dict, rounds: int 
 OV_PATHS = {"dynamic": ({"shape_cache": 0}, 1), "shape-specific": ({}, STATIC_AFTER)}
 
 
-def _openvino_int8(bundle: Bundle, samples: dict, bf16: dict, log) -> dict:
+def _openvino_int8(bundle: Bundle, samples: dict, bf16: dict, log, precision: str = "int8") -> dict:
     """OpenVINO int8 against fp32 the way `Stylizer` runs it, on both of OpenVINO's model
     paths (PSNR ≥ 30 dB), and OpenVINO's times; a default only where it passes everywhere
     and beats OpenVINO fp32 here."""
@@ -187,12 +187,12 @@ def _openvino_int8(bundle: Bundle, samples: dict, bf16: dict, log) -> dict:
         for size, feed in samples.items():
             ref = _pipeline(bundle, "ort-cpu", "fp32", feed)
             for path, (options, calls) in OV_PATHS.items():
-                out = _pipeline(bundle, "openvino", "int8", feed, calls, **options)
+                out = _pipeline(bundle, "openvino", precision, feed, calls, **options)
                 results.append({"size": size, "shapes": path, **_diff(ref, out, INT8_MIN_PSNR)})
                 psnr = results[-1]["psnr_db"]
-                log(f"int8 (openvino, {path} model) vs fp32 @{size}: PSNR {psnr:.1f} dB")
+                log(f"{precision} (openvino, {path} model) vs fp32 @{size}: PSNR {psnr:.1f} dB")
         feed = _stylizer_feed(bundle, samples[min(samples)])
-        which = ("fp32", "int8") + (() if "reason" in bf16 else ("bf16",))
+        which = ("fp32", precision) + (() if "reason" in bf16 else ("bf16",))
         times = _openvino_p50_ms(bundle, which, feed)
     except BackendUnavailable as exc:
         return record | {"passed": False, "default": False, "reason": str(exc)}
@@ -205,10 +205,10 @@ def _openvino_int8(bundle: Bundle, samples: dict, bf16: dict, log) -> dict:
     return record | {
         "results": results,
         "passed": passed,
-        "p50_ms": times["int8"],
+        "p50_ms": times[precision],
         "fp32_p50_ms": times["fp32"],
         "timed": timed,
-        "default": passed and times["int8"] < times["fp32"],
+        "default": passed and times[precision] < times["fp32"],
     }
 
 
@@ -220,6 +220,8 @@ def reduced_precision_parity(
     out = {"bf16": _measure(bundle, "openvino", "bf16", samples, True, log)}
     if "int8" in bundle.graph(STYLIZER).files:
         out["int8"] = _openvino_int8(bundle, samples, out["bf16"], log)
+        if "reason" not in out["bf16"]:  # the CPU runs bf16 natively: the QDQ graph in bf16
+            out["int8-bf16"] = _openvino_int8(bundle, samples, out["bf16"], log, "int8-bf16")
     if "fp16" in bundle.graph(GRAPH).files:
         out["fp16"] = _measure(bundle, "ort-cpu", "fp16", samples, False, log)
         out["fp16"]["note"] = (

@@ -44,11 +44,11 @@ WARM_UP = 3  # runs before timing: what a recurring shape gets (OpenVINO compile
 AUTO = {
     "tensorrt": ("fp16", "fp32"),
     "ort-cuda": ("fp16", "fp32"),
-    "openvino": ("int8", "bf16", "fp32"),
+    "openvino": ("int8-bf16", "int8", "bf16", "fp32"),
     "ort-cpu": ("int8", "fp32"),
 }
 # The bars export holds reduced precisions to (export/precision.py, export/int8.py).
-BAR_DB = {"bf16": 40.0, "fp16": 40.0, "int8": 30.0}
+BAR_DB = {"bf16": 40.0, "fp16": 40.0, "int8": 30.0, "int8-bf16": 30.0}
 # Batching must save this much time per image to be worth a queue delay.
 BATCH_GAIN = 1.15
 ENGINE_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
@@ -114,7 +114,7 @@ def clearance(bundle: Bundle, backend: str, precision: str) -> tuple[bool, str]:
     if precision == "fp32":
         return True, "the fp32 reference"
     files = bundle.graph("stylizer").files
-    needs = {"bf16": "fp32"}.get(precision, precision)
+    needs = {"bf16": "fp32", "int8-bf16": "int8"}.get(precision, precision)
     if needs not in files:
         return False, f"the bundle has no {precision} graph"
     bar = BAR_DB[precision]
