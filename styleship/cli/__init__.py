@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from styleship.cli import batch, bench, deploy, models, run, serve  # noqa: F401  (registers the commands)
+from styleship.cli import batch, bench, deploy, models, run, serve, start  # noqa: F401  (registers the commands)
 from styleship.cli._common import app, err
 from styleship.errors import StyleshipError
 

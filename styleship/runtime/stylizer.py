@@ -24,6 +24,7 @@ from styleship.runtime.bundle import Bundle
 from styleship.runtime.choice import Choice, choose
 from styleship.runtime.style_bank import parse_spec
 from styleship.runtime.style_cache import StyleCache, default_cache_dir
+from styleship.runtime.styles import mix_codes, unknown_style
 from styleship.runtime.tiled import TilingMixin
 
 # A file path, encoded bytes, a decoded Image, or an HWC array (runtime/arrays.py).
@@ -63,49 +64,6 @@ def _key(src: Source) -> str:
 def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     """One batch from per-image arrays; a batch of one is the array itself, not a copy."""
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-
-def mix_codes(
-    codes: Sequence[dict[str, np.ndarray]], weights: Sequence[float], rules: dict[str, str]
-) -> dict[str, np.ndarray]:
-    """Convex combination of style codes: "linear" tensors mix as Σwx, "rms" as √(Σwx²)."""
-    if len(codes) != len(weights):
-        raise InputError(f"{len(codes)} styles but {len(weights)} weights")
-    w = np.asarray(weights, dtype=np.float64)
-    if np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
-        raise InputError("style weights must be non-negative numbers with a positive sum")
-    w = w / w.sum()
-    mixed = {}
-    for name, rule in rules.items():
-        stack = np.stack([c[name].astype(np.float64) for c in codes])
-        wb = w.reshape(-1, *([1] * (stack.ndim - 1)))
-        value = np.sqrt((wb * stack**2).sum(0)) if rule == "rms" else (wb * stack).sum(0)
-        mixed[name] = value.astype(np.float32)
-    return mixed
-
-
-def unknown_style(bundle: Bundle, style: Source) -> InputError:
-    """The one-line error for a style that is neither an image file nor a bank style."""
-    names = bundle.style_bank.names
-    if names:
-        return InputError(
-            f"style {os.fspath(style)!r} is neither an image file nor a style "
-            f"in {bundle.name}'s bank ({', '.join(names)})"
-        )
-    return InputError(
-        f"no such style image: {os.fspath(style)} (and {bundle.name} has no style bank)"
-    )
-
-
-def check_styles(bundle: Bundle, styles: Sequence[Source]) -> None:
-    """Refuse unknown style names before any engine is loaded or timed."""
-    bank = bundle.style_bank
-    for style in styles:
-        if not isinstance(style, str | os.PathLike) or Path(style).is_file():
-            continue
-        spec = parse_spec(os.fspath(style))
-        if not bank.names or spec is None or any(n not in bank for n, _ in spec):
-            raise unknown_style(bundle, style)
 
 
 class Stylizer(TilingMixin):
