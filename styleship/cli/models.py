@@ -175,7 +175,9 @@ def _import_pretrained(family, out_path, predict, transform, source, bank, force
             if bank is not None:
                 raise InputError("multistyle26 has its 26 styles built in: no --style-bank")
             path = import_multistyle26(out_path, source, force, log=lambda m: status.update(m))
-    parity = json.loads((path / "manifest.json").read_text())["parity"]
+    from styleship.bundle import Bundle
+
+    parity = Bundle.load(path).manifest["parity"]
     worst: dict[str, float] = {}
     for row in parity["results"]:
         if "psnr_db" in row:  # image rows; None is an exact match
@@ -234,7 +236,9 @@ def export(
             int8_min_psnr=int8_min_psnr,
             style_bank=style_bank,
         )
-    manifest = json.loads((path / "manifest.json").read_text())
+    from styleship.bundle import Bundle
+
+    manifest = Bundle.load(path).manifest
     worst = max(r.get("max_abs", 0.0) for r in manifest["parity"]["results"])
     _print(
         {"bundle": str(path), "parity": manifest["parity"]},
@@ -267,6 +271,29 @@ def wrap(
     conv = Convention(input_range, output_range, layout.upper(), channels.upper())
     path = wrap_model(model, out_dir, conv, description, force)
     _print({"bundle": str(path)}, as_json, f"wrote {path}")
+
+
+@app.command()
+def upgrade(
+    bundle: Path = typer.Argument(..., help="Bundle directory."), as_json: bool = JSON_OPT
+) -> None:
+    """Rewrite a version-1 bundle as version 2: each weight stored once, in weights.bin.
+
+    No tensor changes, so outputs stay bit-identical; style caches and engines are
+    rebuilt because the files (and the bundle hash) change.
+
+    Example: styleship upgrade build/stvae-small.stvae
+    """
+    from styleship.bundle.upgrade import upgrade as rewrite
+
+    result = rewrite(bundle)
+    mb = f"{result.bytes_before / 1e6:.1f} MB -> {result.bytes_after / 1e6:.1f} MB"
+    text = (
+        f"{result.path} is already format version {result.to_version}"
+        if result.from_version == result.to_version
+        else f"upgraded {result.path} to format version {result.to_version} ({mb})"
+    )
+    _print(result.to_dict(), as_json, text)
 
 
 @app.command()
