@@ -140,3 +140,13 @@ def test_broken_weights_file_is_one_error_line(tmp_path, contents, styles, damag
 def test_manifest_round_trips_through_its_type(path):
     raw = json.loads((path / "manifest.json").read_text())
     assert Manifest.from_dict(raw).to_dict() == raw
+
+
+def test_a_fresh_export_is_version_2_with_each_weight_once(small_bundle):
+    bundle = Bundle.load(small_bundle)
+    assert bundle.format_version == 2
+    assert embedded_duplicates(small_bundle, _graph_files(small_bundle)) == {}
+    record = bundle.manifest["external_data"]
+    # The split graphs and the fused graph reuse the stylizer's and style encoder's tensors.
+    assert record["unique_tensors"] < record["tensors"]
+    assert record["embedded_sha256"].keys() == set(_graph_files(small_bundle))

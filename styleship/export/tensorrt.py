@@ -33,7 +33,7 @@ from styleship._lazy import require
 from styleship.errors import ExportError, InputError, ModelError
 from styleship.runtime.backends._cuda import GpuIdentity, gpu_identity, set_device
 from styleship.runtime.backends.tensorrt import trt_major
-from styleship.runtime.bundle import Bundle
+from styleship.runtime.bundle import WEIGHTS, Bundle
 from styleship.runtime.engines import (
     BUILD_FORMAT,
     BUILD_JSON,
@@ -153,6 +153,9 @@ def build_engines(
         settings = {
             "onnx": onnx_name,
             "onnx_sha256": bundle.manifest["files"][onnx_name],
+            # The graph reads its tensors from the shared weights file (format 2): an engine
+            # is only as right as both.
+            "weights_sha256": bundle.manifest["files"].get(WEIGHTS),
             "precision": precision,
             "strongly_typed": strongly_typed or major >= 11,
             "profiles": graph_profiles,
