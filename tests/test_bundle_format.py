@@ -150,3 +150,46 @@ def test_a_fresh_export_is_version_2_with_each_weight_once(small_bundle):
     # The split graphs and the fused graph reuse the stylizer's and style encoder's tensors.
     assert record["unique_tensors"] < record["tensors"]
     assert record["embedded_sha256"].keys() == set(_graph_files(small_bundle))
+
+
+def _foreign(path: Path) -> Path:
+    """Two 3×3 convolutions (weights of 1.7 KB each), NCHW in [0, 1]: someone else's model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.1, shape).astype(np.float32), name)
+        for name, shape in (("w1", (16, 3, 3, 3)), ("w2", (3, 16, 3, 3)))
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["y"]),
+    ]
+    dims = ["n", 3, "h", "w"]
+    graph = helper.make_graph(
+        nodes,
+        "foreign",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+        weights,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_steps_run_from_one_table_in_its_order(small_bundle, tmp_path):
+    """export and wrap record exactly the steps their plans ask for, in STEPS order."""
+    from styleship.export.steps import STEPS
+    from styleship.export.wrap import Convention, wrap_model
+
+    names = [s.name for s in STEPS]
+    exported = [k for k in Bundle.load(small_bundle).manifest if k in names]
+    assert exported == ["parity", "precision_parity", "split", "memory"]
+    # A foreign single-graph model: wrap runs the same table (no reduced precisions).
+    wrapped = wrap_model(_foreign(tmp_path / "net.onnx"), tmp_path / "f.wrapped", Convention("0-1"))
+    manifest = Bundle.load(wrapped).manifest
+    assert [k for k in manifest if k in names] == ["parity", "split", "memory"]
+    assert manifest["parity"]["passed"] and manifest["external_data"]["unique_tensors"] == 2

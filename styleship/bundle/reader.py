@@ -65,6 +65,15 @@ class Bundle:
         return Manifest.from_dict(self.manifest)
 
     @property
+    def files(self) -> dict[str, str]:
+        """File -> sha256 as verified on load: graphs, weights, checkpoint, style bank."""
+        return self.meta.files
+
+    def record(self, step: str) -> dict:
+        """What an export step recorded (parity, int8, split, memory...); {} if it did not run."""
+        return self.meta.records.get(step) or {}
+
+    @property
     def format_version(self) -> int:
         """1: each graph embeds its weights; 2: the graphs share WEIGHTS."""
         return int(self.manifest["format_version"])

@@ -177,7 +177,7 @@ def _import_pretrained(family, out_path, predict, transform, source, bank, force
             path = import_multistyle26(out_path, source, force, log=lambda m: status.update(m))
     from styleship.bundle import Bundle
 
-    parity = Bundle.load(path).manifest["parity"]
+    parity = Bundle.load(path).record("parity")
     worst: dict[str, float] = {}
     for row in parity["results"]:
         if "psnr_db" in row:  # image rows; None is an exact match
@@ -238,10 +238,10 @@ def export(
         )
     from styleship.bundle import Bundle
 
-    manifest = Bundle.load(path).manifest
-    worst = max(r.get("max_abs", 0.0) for r in manifest["parity"]["results"])
+    parity = Bundle.load(path).record("parity")
+    worst = max(r.get("max_abs", 0.0) for r in parity["results"])
     _print(
-        {"bundle": str(path), "parity": manifest["parity"]},
+        {"bundle": str(path), "parity": parity},
         as_json,
         f"wrote {path} (parity vs PyTorch: max abs error {worst:.2e})",
     )
@@ -307,22 +307,29 @@ def inspect(
     from styleship.runtime.bundle import Bundle
 
     b = Bundle.load(bundle)
-    m = b.manifest
-    parity = m.get("parity", {})
+    m, parity, shared = b.meta, b.record("parity"), b.meta.external_data
     rows = {
         "name": b.name,
         "family": b.family,
-        "config": m["config"],
-        "opset": m["opset"],
+        "format": f"version {b.format_version}"
+        + (
+            f", {shared['unique_tensors']} unique tensors in weights.bin, {shared['graphs']} graphs"
+            if shared
+            else " (styleship upgrade stores each weight once)"
+            if b.format_version < 2
+            else ""
+        ),
+        "config": m.config,
+        "opset": m.opset,
         "graphs": ", ".join(f"{g} ({', '.join(i.files)})" for g, i in b.graphs.items()),
-        "model": ", ".join(f"{k}={v}" for k, v in m.get("model_info", {}).items()),
-        "weights": "UNTRAINED (random/demo)"
-        if b.untrained
-        else m["weights"].get("note") or "trained",
+        "model": ", ".join(f"{k}={v}" for k, v in m.model_info.items()),
+        "weights": "UNTRAINED (random/demo)" if b.untrained else m.weights.get("note") or "trained",
         "parity": f"{'passed' if parity.get('passed') else 'FAILED'} on {parity.get('backend')}",
-        "created": m.get("created"),
-        "versions": m.get("versions"),
+        "created": m.created,
+        "versions": m.versions,
     }
     if b.style_bank.names:
         rows["styles"] = ", ".join(b.style_bank.names)
-    _print({"path": str(b.path), "hash": b.hash, **m}, as_json, _kv_table(str(b.path), rows))
+    _print(
+        {"path": str(b.path), "hash": b.hash, **b.manifest}, as_json, _kv_table(str(b.path), rows)
+    )

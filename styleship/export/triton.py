@@ -176,7 +176,7 @@ def export_triton(
         with _atomic.staged_dir(repo / name, overwrite=force) as stage:
             (stage / "1").mkdir()
             shutil.copyfile(source, stage / "1" / file_name)
-            if file_name == "model.onnx" and WEIGHTS in bundle.manifest.get("files", {}):
+            if file_name == "model.onnx" and WEIGHTS in bundle.files:
                 # A format-2 graph reads its tensors from the weights file beside it.
                 shutil.copyfile(bundle.path / WEIGHTS, stage / "1" / WEIGHTS)
             warm = _warmup(info.inputs, list(warmup_sizes), code_shapes)

@@ -121,7 +121,7 @@ def check_engine(
             f"{hint}"
         )
     onnx_file = bundle.path / entry["onnx"]
-    files = bundle.manifest.get("files", {})
+    files = bundle.files
     if files.get(entry["onnx"]) != entry["onnx_sha256"]:
         raise ModelError(
             f"{directory}: the engine was built from a different {onnx_file.name} "
