@@ -137,9 +137,20 @@ def test_triton_repository_parses_with_tritons_own_schema(small_bundle, tmp_path
     assert [s.model_name for s in steps] == ["small_style", "small"]
     assert dict(steps[1].input_map)["style_mu"] == "style_mu"
     assert {t.name for t in pipe.input} == {"style", "content", "alpha"}
+    import onnxruntime as ort
+
     for graph, name in (("style_encoder", "small_style"), ("stylizer", "small")):
         copied = (repo / name / "1" / "model.onnx").read_bytes()
         assert copied == bundle.graph_file(graph).read_bytes()
+        # The graph reads its tensors from the bundle's weights file, copied beside it: the
+        # model loads from the repository alone, as Triton's ONNX Runtime backend loads it.
+        weights = repo / name / "1" / "weights.bin"
+        assert weights.read_bytes() == (small_bundle / "weights.bin").read_bytes()
+        session = ort.InferenceSession(
+            str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
+        names = [t.name for t in bundle.graph(graph).inputs]
+        assert [i.name for i in session.get_inputs()] == names
     again = run_cli("export-triton", small_bundle, "-o", repo)
     assert again.returncode == 1 and "--force" in again.stderr
     assert run_cli("export-triton", small_bundle, "-o", repo, "--force").returncode == 0

@@ -60,12 +60,17 @@ def test_the_smallest_profile_that_fits_is_picked(bundle):
 
 
 # -- engine records ----------------------------------------------------------------
-def _record(bundle: Bundle, trt_version="10.13.0", tag="sm90", onnx_sha=None) -> Path:
+def _record(
+    bundle: Bundle, trt_version="10.13.0", tag="sm90", onnx_sha=None, weights_sha="current"
+) -> Path:
     directory = engine_dir(bundle, tag, trt_version)
     directory.mkdir(parents=True)
     entry = {
         "onnx": "stylizer.onnx",
         "onnx_sha256": onnx_sha or bundle.manifest["files"]["stylizer.onnx"],
+        "weights_sha256": bundle.manifest["files"].get("weights.bin")
+        if weights_sha == "current"
+        else weights_sha,
         "profiles": [],
     }
     (directory / "build.json").write_text(
@@ -97,6 +102,10 @@ def test_engine_checks_name_the_rebuild_command(bundle):
     shutil.rmtree(directory)
     _record(bundle, "10.13.0", "sm90", onnx_sha="0" * 64)
     with pytest.raises(ModelError, match="different stylizer.onnx"):
+        check_engine(bundle, "stylizer", "fp16", "sm90", "10.13.0")
+    shutil.rmtree(directory)
+    _record(bundle, "10.13.0", "sm90", weights_sha="0" * 64)
+    with pytest.raises(ModelError, match="different weights than the bundle's weights.bin"):
         check_engine(bundle, "stylizer", "fp16", "sm90", "10.13.0")
 
 
@@ -259,6 +268,7 @@ def test_fp16_builds_the_fp16_graph_strongly_typed_on_the_chosen_gpu(bundle, fak
     record = json.loads((directory / "build.json").read_text())
     entry = record["engines"]["stylizer.fp16.plan"]
     assert entry["onnx_sha256"] == bundle.manifest["files"]["stylizer.onnx"]
+    assert entry["weights_sha256"] == bundle.manifest["files"]["weights.bin"]
     assert entry["strongly_typed"] is True and entry["timing_cache"] == "new"
     assert record["gpu"] == {
         "name": "Stand-in GPU",

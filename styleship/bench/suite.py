@@ -284,8 +284,8 @@ def run_suite(
         "models": {
             mid: {
                 "family": b.family,
-                "config": b.manifest.get("config"),
-                "parameters": b.manifest.get("model_info", {}).get("parameters"),
+                "config": b.meta.config,
+                "parameters": b.meta.model_info.get("parameters"),
                 "untrained": b.untrained,
             }
             for mid, b in runner.bundles.items()

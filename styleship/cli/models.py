@@ -175,7 +175,9 @@ def _import_pretrained(family, out_path, predict, transform, source, bank, force
             if bank is not None:
                 raise InputError("multistyle26 has its 26 styles built in: no --style-bank")
             path = import_multistyle26(out_path, source, force, log=lambda m: status.update(m))
-    parity = json.loads((path / "manifest.json").read_text())["parity"]
+    from styleship.bundle import Bundle
+
+    parity = Bundle.load(path).record("parity")
     worst: dict[str, float] = {}
     for row in parity["results"]:
         if "psnr_db" in row:  # image rows; None is an exact match
@@ -234,10 +236,12 @@ def export(
             int8_min_psnr=int8_min_psnr,
             style_bank=style_bank,
         )
-    manifest = json.loads((path / "manifest.json").read_text())
-    worst = max(r.get("max_abs", 0.0) for r in manifest["parity"]["results"])
+    from styleship.bundle import Bundle
+
+    parity = Bundle.load(path).record("parity")
+    worst = max(r.get("max_abs", 0.0) for r in parity["results"])
     _print(
-        {"bundle": str(path), "parity": manifest["parity"]},
+        {"bundle": str(path), "parity": parity},
         as_json,
         f"wrote {path} (parity vs PyTorch: max abs error {worst:.2e})",
     )
@@ -270,6 +274,29 @@ def wrap(
 
 
 @app.command()
+def upgrade(
+    bundle: Path = typer.Argument(..., help="Bundle directory."), as_json: bool = JSON_OPT
+) -> None:
+    """Rewrite a version-1 bundle as version 2: each weight stored once, in weights.bin.
+
+    No tensor changes, so outputs stay bit-identical; style caches and engines are
+    rebuilt because the files (and the bundle hash) change.
+
+    Example: styleship upgrade build/stvae-small.stvae
+    """
+    from styleship.bundle.upgrade import upgrade as rewrite
+
+    result = rewrite(bundle)
+    mb = f"{result.bytes_before / 1e6:.1f} MB -> {result.bytes_after / 1e6:.1f} MB"
+    text = (
+        f"{result.path} is already format version {result.to_version}"
+        if result.from_version == result.to_version
+        else f"upgraded {result.path} to format version {result.to_version} ({mb})"
+    )
+    _print(result.to_dict(), as_json, text)
+
+
+@app.command()
 def inspect(
     bundle: Path = typer.Argument(..., help="Bundle directory."), as_json: bool = JSON_OPT
 ) -> None:
@@ -280,22 +307,29 @@ def inspect(
     from styleship.runtime.bundle import Bundle
 
     b = Bundle.load(bundle)
-    m = b.manifest
-    parity = m.get("parity", {})
+    m, parity, shared = b.meta, b.record("parity"), b.meta.external_data
     rows = {
         "name": b.name,
         "family": b.family,
-        "config": m["config"],
-        "opset": m["opset"],
+        "format": f"version {b.format_version}"
+        + (
+            f", {shared['unique_tensors']} unique tensors in weights.bin, {shared['graphs']} graphs"
+            if shared
+            else " (styleship upgrade stores each weight once)"
+            if b.format_version < 2
+            else ""
+        ),
+        "config": m.config,
+        "opset": m.opset,
         "graphs": ", ".join(f"{g} ({', '.join(i.files)})" for g, i in b.graphs.items()),
-        "model": ", ".join(f"{k}={v}" for k, v in m.get("model_info", {}).items()),
-        "weights": "UNTRAINED (random/demo)"
-        if b.untrained
-        else m["weights"].get("note") or "trained",
+        "model": ", ".join(f"{k}={v}" for k, v in m.model_info.items()),
+        "weights": "UNTRAINED (random/demo)" if b.untrained else m.weights.get("note") or "trained",
         "parity": f"{'passed' if parity.get('passed') else 'FAILED'} on {parity.get('backend')}",
-        "created": m.get("created"),
-        "versions": m.get("versions"),
+        "created": m.created,
+        "versions": m.versions,
     }
     if b.style_bank.names:
         rows["styles"] = ", ".join(b.style_bank.names)
-    _print({"path": str(b.path), "hash": b.hash, **m}, as_json, _kv_table(str(b.path), rows))
+    _print(
+        {"path": str(b.path), "hash": b.hash, **b.manifest}, as_json, _kv_table(str(b.path), rows)
+    )

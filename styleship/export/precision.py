@@ -17,40 +17,38 @@ of OpenVINO's model paths (dynamic and shape-specific).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from styleship import _atomic
-from styleship._hashing import sha256_file
+from styleship.bundle.writer import BundleWriter
 from styleship.compare import compare
 from styleship.errors import BackendUnavailable
 from styleship.export import fp16 as fp16_convert
 from styleship.export.int8 import MIN_PSNR as INT8_MIN_PSNR  # the project's int8 bar
 from styleship.runtime.backends.openvino import STATIC_AFTER
-from styleship.runtime.bundle import MANIFEST, Bundle
+from styleship.runtime.bundle import Bundle
 
 MIN_PSNR = 40.0
 GRAPH = "fused"  # the whole model in one graph: encoder, transform and decoder
 STYLIZER = "stylizer"  # the graph a cached style runs: what a default precision speeds up
 
 
-def add_fp16(stage: Path, manifest: dict, log: Callable[[str], None]) -> None:
-    """Write `<graph>.fp16.onnx` for every graph and list it in the manifest (in place)."""
+def add_fp16(writer: BundleWriter, log: Callable[[str], None]) -> None:
+    """Write `<graph>.fp16.onnx` for every graph and list it in the manifest."""
     kept = {}
-    for name, graph in manifest["graphs"].items():
+    for name, graph in list(writer.manifest.graphs.items()):
         log(f"converting {name} to fp16")
-        dst = stage / f"{name}.fp16.onnx"
-        kept[name] = fp16_convert.convert(stage / graph["files"]["fp32"], dst)
-        graph["files"]["fp16"] = dst.name
-        manifest["files"][dst.name] = sha256_file(dst)
-    manifest["fp16"] = {
-        "rule": "fp16 weights and activations; fp32 inputs/outputs and the nodes listed",
-        "graphs": kept,
-    }
-    _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        dst = writer.stage / f"{name}.fp16.onnx"
+        kept[name] = fp16_convert.convert(writer.stage / graph.files["fp32"], dst)
+        writer.add_precision(name, "fp16", dst.name)
+    writer.record(
+        "fp16",
+        {
+            "rule": "fp16 weights and activations; fp32 inputs/outputs and the nodes listed",
+            "graphs": kept,
+        },
+    )
 
 
 def _run(bundle: Bundle, backend: str, precision: str, feed: dict) -> np.ndarray:

@@ -9,28 +9,26 @@ level, the feature it reduces and that feature's scale), the halo a tile needs
 statistics held fixed) and a check of tiled against untiled on a sample photo.
 Only a split that passes the check is marked `exact`; the runtime falls back to
 blended tiles otherwise. Torch-free, so import and export both call it, and
-`python -m styleship.export.split BUNDLE` upgrades an existing bundle in place.
+`python -m styleship.export.split BUNDLE` upgrades an existing bundle in place
+(through the bundle writer, so its weights stay shared).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from styleship import _atomic
-from styleship._hashing import sha256_file
+from styleship.bundle.writer import BundleWriter, rewrite
 from styleship.compare import psnr
 from styleship.errors import StyleshipError
 from styleship.export.samples import default_parity_images
 from styleship.runtime import exact_tiling as et
 from styleship.runtime import image as im
-from styleship.runtime.bundle import MANIFEST, Bundle, TensorSpec
+from styleship.runtime.bundle import Bundle, TensorSpec
 
 VERSION = 1
 # Tiled vs untiled on a sample photo must agree as export parity asks of an image: 50 dB.
@@ -39,14 +37,6 @@ EXACT_MIN_PSNR = 50.0
 CHECK_SIZE, CHECK_TILE = (336, 264), 96
 PROBE_SIDES = (256, 512, 1024)
 Log = Callable[[str], None]
-
-
-def _rehash(stage: Path, manifest: dict) -> None:
-    """Hash the split graph files into the manifest (other entries stay as they are)."""
-    files = {k: v for k, v in manifest.get("files", {}).items() if not k.startswith("split_")}
-    files |= {f.name: sha256_file(f) for f in sorted(stage.glob("split_*.onnx"))}
-    manifest["files"] = dict(sorted(files.items()))
-    _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def _probe_shapes(model, names: list[str], feed: dict) -> dict[str, tuple]:
@@ -158,28 +148,23 @@ def _check(plan: et.SplitPlan, run: _Runner, bundle: Bundle, values: dict) -> di
     }
 
 
-def add_split(stage: Path, manifest: dict, log: Log = lambda msg: None) -> dict:
-    """Write the split graphs into the bundle directory `stage` and its manifest (in place)."""
+def add_split(writer: BundleWriter, log: Log = lambda msg: None) -> dict:
+    """Write the split graphs into the staged bundle and record the manifest's `split` entry."""
     import onnx
 
     from styleship.export.split_graph import split
 
-    stylizer = manifest["graphs"]["stylizer"]
-    if manifest.get("normalisation", {}).get("fixed_size"):
+    stylizer = writer.manifest.graphs["stylizer"]
+    if writer.manifest.normalisation.get("fixed_size"):
         entry = {"version": VERSION, "exact": False, "reason": "the graph takes one fixed size"}
-        manifest["split"] = entry
-        _rehash(stage, manifest)
+        writer.record("split", entry)
         return entry
     log("splitting stylizer at its whole-image statistics")
-    model = onnx.load(str(stage / stylizer["files"]["fp32"]))
+    model = onnx.load(str(writer.stage / stylizer.files["fp32"]))
     cut = split(model)
-    specs = {t["name"]: t for t in stylizer["inputs"]}
-    values = _values(Bundle.load(stage, verify=False))
-    feed = {
-        n: values[TensorSpec.from_dict(t).value_key]
-        for n, t in specs.items()
-        if t["kind"] != "content"
-    }
+    specs = {t.name: t for t in stylizer.inputs}
+    values = _values(writer.bundle())
+    feed = {n: values[t.value_key] for n, t in specs.items() if t.kind != "content"}
     feed["content"] = im.to_nchw(_sample(128, 96))
     stats, levels = [], []
     if cut is not None:
@@ -187,7 +172,6 @@ def add_split(stage: Path, manifest: dict, log: Log = lambda msg: None) -> dict:
         shapes = _probe_shapes(model, names, feed)
         for lv, level_model in enumerate([*cut.levels, cut.stylize]):
             gname = f"split_stats_{lv}" if lv < len(cut.levels) else "split_stylize"
-            onnx.save(level_model, str(stage / f"{gname}.onnx"))
             ins = []
             for i in level_model.graph.input:
                 if i.name in specs:
@@ -197,9 +181,9 @@ def add_split(stage: Path, manifest: dict, log: Log = lambda msg: None) -> dict:
                         "batch",
                         *shapes[next(s.tensor for s in cut.stats if s.name == i.name)][1:],
                     )
-                    ins.append(TensorSpec(i.name, shape, "statistic").to_dict())
+                    ins.append(TensorSpec(i.name, shape, "statistic"))
             if gname == "split_stylize":
-                outs = stylizer["outputs"]
+                outs = list(stylizer.outputs)
             else:
                 outs = [
                     TensorSpec(
@@ -211,15 +195,11 @@ def add_split(stage: Path, manifest: dict, log: Log = lambda msg: None) -> dict:
                             "feature_width",
                         ),
                         "feature",
-                    ).to_dict()
+                    )
                     for o in level_model.graph.output
                 ]
                 levels.append(gname)
-            manifest["graphs"][gname] = {
-                "inputs": ins,
-                "outputs": outs,
-                "files": {"fp32": f"{gname}.onnx"},
-            }
+            writer.add_graph(gname, level_model, ins, outs)
         for s in cut.stats:
             scale = 128 // shapes[s.source][2]
             stats.append(
@@ -243,9 +223,8 @@ def add_split(stage: Path, manifest: dict, log: Log = lambda msg: None) -> dict:
         "halo": 0,
         "multiple": multiple,
     }
-    manifest["split"] = entry
-    _rehash(stage, manifest)
-    bundle = Bundle.load(stage)
+    writer.record("split", entry)
+    bundle = writer.bundle()
     plan = et.SplitPlan(
         tuple(levels),
         entry["stylize"],
@@ -283,19 +262,18 @@ def add_split(stage: Path, manifest: dict, log: Log = lambda msg: None) -> dict:
         f"split: {len(stats)} statistics in {len(levels)} levels, halo {entry['halo']} px, "
         + ("exact" if entry["exact"] else f"not exact ({entry.get('reason')})")
     )
-    _rehash(stage, manifest)
     return entry
 
 
-def add_memory(stage: Path, manifest: dict, log: Log = lambda msg: None) -> None:
+def add_memory(writer: BundleWriter, log: Log = lambda msg: None) -> None:
     """Record the stylizer's measured bytes per pixel on ONNX Runtime CPU (`tile="auto"`)."""
     from styleship.runtime.memory import measure
 
-    rec = measure(stage, "ort-cpu", "fp32")
+    writer.flush()  # the measurement loads the staged bundle in a fresh process
+    rec = measure(writer.stage, "ort-cpu", "fp32")
     if rec is not None:
-        manifest["memory"] = rec
+        writer.record("memory", rec)
         log(f"memory: {rec['bytes_per_pixel']:.0f} bytes per pixel on ort-cpu")
-        _rehash(stage, manifest)
 
 
 def _channels(shapes: dict, cut, feature: str) -> int:
@@ -305,22 +283,14 @@ def _channels(shapes: dict, cut, feature: str) -> int:
 
 def upgrade(bundle_dir: str | Path, log: Log = print) -> dict:
     """Add (or redo) the split of an existing bundle, atomically replacing it."""
-    path = Path(bundle_dir)
-    bundle = Bundle.load(path)
-    manifest = json.loads((path / MANIFEST).read_text())
-    for name in [g for g in manifest["graphs"] if g.startswith("split_")]:
-        del manifest["graphs"][name]
-    manifest.pop("split", None)
-    with _atomic.staged_dir(path, overwrite=True) as stage:
-        for f in path.iterdir():
-            if f.is_dir():
-                shutil.copytree(f, stage / f.name)
-            elif not f.name.startswith("split_"):
-                shutil.copy2(f, stage / f.name)
-        del bundle
-        entry = add_split(stage, manifest, log)
-        add_memory(stage, manifest, log)
-        return entry
+    with rewrite(bundle_dir) as writer:
+        for name in [g for g in writer.manifest.graphs if g.startswith("split_")]:
+            del writer.manifest.graphs[name]
+            (writer.stage / f"{name}.onnx").unlink(missing_ok=True)
+        writer.manifest.records.pop("split", None)
+        entry = add_split(writer, log)
+        add_memory(writer, log)
+    return entry
 
 
 if __name__ == "__main__":

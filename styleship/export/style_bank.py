@@ -8,21 +8,17 @@ stylizing with the painting gives. Torch-free.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
-from styleship import _atomic
 from styleship._hashing import sha256_file
+from styleship.bundle.writer import BundleWriter
 from styleship.errors import InputError
 from styleship.runtime import image as im
-from styleship.runtime.bundle import MANIFEST, Bundle
 from styleship.runtime.style_bank import write_bank
 
 
-def add_style_bank(
-    stage: Path, manifest: dict, directory: Path, log: Callable[[str], None]
-) -> None:
+def add_style_bank(writer: BundleWriter, directory: Path, log: Callable[[str], None]) -> None:
     """Encode the images in `directory` (named by file stem) into the staged bundle's bank."""
     from styleship.runtime.stylizer import Stylizer
 
@@ -32,9 +28,12 @@ def add_style_bank(
     if not paths:
         raise InputError(f"style bank: no images in {directory}")
     entries, codes = [], []
-    with Stylizer(Bundle.load(stage), backend="ort-cpu", precision="fp32", cache_dir=None) as st:
+    bundle = writer.bundle()
+    with Stylizer(bundle, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
         if not st.bundle.has_style_input:
-            raise InputError(f"{stage.name}: a bundle without a style encoder cannot encode a bank")
+            raise InputError(
+                f"{bundle.name}: a bundle without a style encoder cannot encode a bank"
+            )
         for path in paths:
             log(f"encoding style {path.stem}")
             codes.append(st.style_code(path))
@@ -46,5 +45,4 @@ def add_style_bank(
                     "style_size": st.style_size,
                 }
             )
-    write_bank(stage, manifest, entries, codes)
-    _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    writer.record("style_bank", write_bank(writer.stage, entries, codes))

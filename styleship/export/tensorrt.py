@@ -33,7 +33,7 @@ from styleship._lazy import require
 from styleship.errors import ExportError, InputError, ModelError
 from styleship.runtime.backends._cuda import GpuIdentity, gpu_identity, set_device
 from styleship.runtime.backends.tensorrt import trt_major
-from styleship.runtime.bundle import Bundle
+from styleship.runtime.bundle import WEIGHTS, Bundle
 from styleship.runtime.engines import (
     BUILD_FORMAT,
     BUILD_JSON,
@@ -126,7 +126,7 @@ def build_engines(
     gpu = gpu_identity(device)
     set_device(device)  # TensorRT builds on the current device: make it the one tagged
     bundle = Bundle.load(bundle_path)
-    min_side = bundle.manifest.get("normalisation", {}).get("min_side", 16)
+    min_side = bundle.meta.normalisation.get("min_side", 16)
     directory = engine_dir(bundle, gpu.tag, trt.__version__)
     directory.mkdir(parents=True, exist_ok=True)
     record_path = directory / BUILD_JSON
@@ -152,7 +152,10 @@ def build_engines(
         graph_profiles = profiles(bundle.graph(graph), list(sizes), max_batch, min_side, opt_batch)
         settings = {
             "onnx": onnx_name,
-            "onnx_sha256": bundle.manifest["files"][onnx_name],
+            "onnx_sha256": bundle.files[onnx_name],
+            # The graph reads its tensors from the shared weights file (format 2): an engine
+            # is only as right as both.
+            "weights_sha256": bundle.files.get(WEIGHTS),
             "precision": precision,
             "strongly_typed": strongly_typed or major >= 11,
             "profiles": graph_profiles,

@@ -11,6 +11,8 @@ and width are -1 (any size that is a multiple of 8). Each model warms up at
 the sizes given, so the first real request does not pay for tactic
 selection. With `tensorrt_plan`, the engines must have been built on the
 serving GPU type with the serving TensorRT version (`styleship build`).
+An ONNX model's version directory also gets the bundle's shared weights file
+(format 2), which the graph names by a path relative to itself.
 Torch-free: it only copies files and writes text.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from styleship import _atomic
 from styleship.errors import InputError, ModelError
-from styleship.runtime.bundle import Bundle, TensorSpec
+from styleship.runtime.bundle import WEIGHTS, Bundle, TensorSpec
 from styleship.runtime.engines import BUILD_JSON, engine_name, pick_profile, read_build
 
 PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan")
@@ -174,6 +176,9 @@ def export_triton(
         with _atomic.staged_dir(repo / name, overwrite=force) as stage:
             (stage / "1").mkdir()
             shutil.copyfile(source, stage / "1" / file_name)
+            if file_name == "model.onnx" and WEIGHTS in bundle.files:
+                # A format-2 graph reads its tensors from the weights file beside it.
+                shutil.copyfile(bundle.path / WEIGHTS, stage / "1" / WEIGHTS)
             warm = _warmup(info.inputs, list(warmup_sizes), code_shapes)
             _atomic.write_text(
                 stage / "config.pbtxt",

@@ -31,18 +31,19 @@ graph stays as its author exported it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from styleship import _atomic
 from styleship._hashing import sha256_file
+from styleship.bundle import writer
+from styleship.bundle.manifest import Manifest, TensorSpec
 from styleship.errors import InputError
+from styleship.export.steps import Plan, run_steps
 from styleship.runtime import image as im
-from styleship.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
+from styleship.runtime.bundle import Bundle
 
 FAMILY = "wrapped"
 RANGES = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "-1-1": (-1.0, 1.0)}
@@ -293,7 +294,6 @@ def wrap_model(
 ) -> Path:
     """Write a bundle around `onnx_path`; returns the bundle path."""
     import onnx
-    import onnxruntime as ort
 
     conv.check()
     onnx_path = Path(onnx_path)
@@ -315,53 +315,25 @@ def wrap_model(
     except Exception as exc:
         raise InputError(f"the adapters do not fit {onnx_path}: {_one_line(exc)}") from None
     out_dir = Path(out_dir)
-    with _atomic.staged_dir(out_dir, overwrite=force) as stage:
-        graph_file = stage / "stylizer.onnx"
-        onnx.save(model, str(graph_file))
-        h, w = _probe_size(fixed)
-        probe = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
-        try:
-            session = ort.InferenceSession(str(graph_file), providers=["CPUExecutionProvider"])
-            (result,) = session.run(["image"], {"content": probe})
-        except Exception as exc:  # ORT's errors name the failing node
-            raise InputError(
-                f"the wrapped model does not run on a {w}×{h} image: {_one_line(exc)}"
-            ) from None
-        if result.shape != probe.shape:
-            raise InputError(
-                f"the model maps a {w}×{h} image to shape {list(result.shape)} (after the "
-                f"adapters); wrap needs an output of the input's size"
-            )
-        shutil.copyfile(onnx_path, stage / "source.onnx")
-        tensor = {"shape": ["batch", 3, "height", "width"], "dtype": "float32"}
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "name": out_dir.name,
-            "family": FAMILY,
-            "description": description or f"{onnx_path.name}, wrapped by styleship",
-            "config": {},
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "normalisation": {
-                "input": "RGB float32 NCHW in [0, 1]; adapters inside the graph convert it",
-                "output": "RGB float32 NCHW in [0, 1]",
-                "size_multiple": im.MULTIPLE,
-                "min_side": im.MIN_SIDE,
-                **({"fixed_size": fixed} if fixed else {}),
-            },
-            "graphs": {
-                "stylizer": {
-                    "inputs": [{"name": "content", "kind": "content", **tensor}],
-                    "outputs": [{"name": "image", "kind": "image", **tensor}],
-                    "files": {"fp32": "stylizer.onnx"},
-                }
-            },
-            "style_code": {},
-            "opset": max(
-                (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None
-            ),
-            "exporter": "styleship wrap",
-            "weights": {"source": "wrapped ONNX model", "file": onnx_path.name},
+    tensor = ("batch", 3, "height", "width")
+    manifest = Manifest(
+        name=out_dir.name,
+        family=FAMILY,
+        description=description or f"{onnx_path.name}, wrapped by styleship",
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        normalisation={
+            "input": "RGB float32 NCHW in [0, 1]; adapters inside the graph convert it",
+            "output": "RGB float32 NCHW in [0, 1]",
+            "size_multiple": im.MULTIPLE,
+            "min_side": im.MIN_SIDE,
+            **({"fixed_size": fixed} if fixed else {}),
+        },
+        opset=max(
+            (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None
+        ),
+        exporter="styleship wrap",
+        weights={"source": "wrapped ONNX model", "file": onnx_path.name},
+        records={
             "wrapped": {
                 "source": "source.onnx",
                 "source_sha256": sha256_file(onnx_path),
@@ -372,9 +344,41 @@ def wrap_model(
                     "channels": conv.channels,
                 },
                 "output": {"name": src_out.name, "range": conv.output_range or conv.input_range},
-            },
-            "files": {f.name: sha256_file(f) for f in sorted(stage.iterdir())},
-        }
-        _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        Bundle.load(stage)
+            }
+        },
+    )
+    plan = Plan(parity=lambda bundle, log: _probe(bundle, fixed), precision_parity=False)
+    with writer.create(out_dir, manifest, force) as staged:
+        staged.add_graph(
+            "stylizer",
+            model,
+            [TensorSpec("content", tensor, "content")],
+            [TensorSpec("image", tensor, "image")],
+        )
+        # The original, for reference: kept byte for byte, so it is no graph of the bundle.
+        shutil.copyfile(onnx_path, staged.stage / "source.onnx")
+        run_steps(staged, plan)
     return out_dir
+
+
+def _probe(bundle: Bundle, fixed: list[int]) -> dict:
+    """The steps' parity check for a wrapped model: it runs, and keeps the image's shape."""
+    import onnxruntime as ort
+
+    h, w = _probe_size(fixed)
+    probe = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    try:
+        session = ort.InferenceSession(
+            str(bundle.graph_file("stylizer")), providers=["CPUExecutionProvider"]
+        )
+        (result,) = session.run(["image"], {"content": probe})
+    except Exception as exc:  # ORT's errors name the failing node
+        raise InputError(
+            f"the wrapped model does not run on a {w}×{h} image: {_one_line(exc)}"
+        ) from None
+    if result.shape != probe.shape:
+        raise InputError(
+            f"the model maps a {w}×{h} image to shape {list(result.shape)} (after the "
+            f"adapters); wrap needs an output of the input's size"
+        )
+    return {"backend": "ort-cpu", "probe": [h, w], "shape_kept": True, "passed": True}

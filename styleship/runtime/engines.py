@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from styleship.errors import ModelError
-from styleship.runtime.bundle import Bundle, GraphInfo
+from styleship.runtime.bundle import WEIGHTS, Bundle, GraphInfo
 
 ENGINES = "engines"
 BUILD_JSON = "build.json"
@@ -121,11 +121,16 @@ def check_engine(
             f"{hint}"
         )
     onnx_file = bundle.path / entry["onnx"]
-    current = bundle.manifest.get("files", {}).get(entry["onnx"])
-    if current != entry["onnx_sha256"]:
+    files = bundle.files
+    if files.get(entry["onnx"]) != entry["onnx_sha256"]:
         raise ModelError(
             f"{directory}: the engine was built from a different {onnx_file.name} "
             f"(the bundle was re-exported); {hint}"
+        )
+    if files.get(WEIGHTS) != entry.get("weights_sha256"):
+        raise ModelError(
+            f"{directory}: the engine was built from different weights than the bundle's "
+            f"{WEIGHTS} (re-exported or upgraded); {hint}"
         )
     path = directory / engine_name(graph, precision)
     if not path.is_file():

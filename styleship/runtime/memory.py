@@ -157,7 +157,7 @@ def measure(bundle: str | os.PathLike, backend: str, precision: str, side: int =
 
 def engine_bytes_per_pixel(bundle, backend: str, precision: str) -> tuple[float | None, str]:
     """(bytes per pixel, where the figure came from) for the stylizer on this engine."""
-    rec = bundle.manifest.get("memory", {})
+    rec = bundle.record("memory")
     if rec.get("backend") == backend and rec.get("precision") == precision:
         return float(rec["bytes_per_pixel"]), "bundle manifest"
     from styleship.runtime.style_cache import default_cache_dir

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from styleship import _atomic
-from styleship._hashing import sha256_file
 from styleship._jsonfile import read_versioned
 from styleship.errors import InputError, ModelError
 
@@ -99,10 +98,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def write_bank(
-    stage: Path, manifest: dict, entries: list[dict], codes: list[dict[str, np.ndarray]]
-) -> None:
-    """Write `styles/` into the staged bundle and record it in `manifest` (in place)."""
+def write_bank(stage: Path, entries: list[dict], codes: list[dict[str, np.ndarray]]) -> dict:
+    """Write `styles/` into the staged bundle; returns the manifest's `style_bank` record
+    (the bundle writer hashes the files with the others)."""
     names = [check_name(e["name"]) for e in entries]
     if len(set(names)) != len(names):
         raise InputError(f"two styles share a name in the bank: {', '.join(sorted(names))}")
@@ -116,6 +114,4 @@ def write_bank(
         _atomic.write_bytes(stage / DIRECTORY / f"{tensor}.npy", buf.getvalue())
     index = {"format": FORMAT, "format_version": FORMAT_VERSION, "code": tensors, "styles": entries}
     _atomic.write_text(stage / INDEX, json.dumps(index, indent=2) + "\n")
-    for f in sorted((stage / DIRECTORY).iterdir()):
-        manifest["files"][f"{DIRECTORY}/{f.name}"] = sha256_file(f)
-    manifest["style_bank"] = {"index": INDEX, "names": names}
+    return {"index": INDEX, "names": names}

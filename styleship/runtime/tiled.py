@@ -86,7 +86,7 @@ class TilingMixin:
         """Tiles of `side`: exact when the split runs here, else blended (and why)."""
         if self._exact_engines() is not None:
             return {"mode": "exact", "tile": side, "halo": self._split.halo}
-        split = self.bundle.manifest.get("split")
+        split = self.bundle.record("split")
         why = self._split_error or (split or {}).get(
             "reason",
             "the bundle has no split graphs (re-export it, or python -m "
