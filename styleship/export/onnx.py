@@ -200,6 +200,8 @@ def export_bundle(
     int8: bool = False,
     int8_min_psnr: float = 30.0,
     style_bank: str | Path | None = None,
+    onnx_graphs: bool = True,
+    tiling: bool = True,
 ) -> Path:
     """Export `checkpoint` to the bundle directory `out_dir`; returns its path.
 
@@ -208,6 +210,9 @@ def export_bundle(
     calibrated on every sample image. Both are compared with fp32 and
     recorded in the manifest. With `style_bank`, every painting in that
     folder is encoded into the bundle's style bank (export/style_bank.py).
+    `tiling=False` leaves out the exact-tiling split graphs and the memory
+    record. `onnx_graphs=False` writes a bundle for the torch backend alone
+    (benchmarks): the checkpoint and the graphs' inputs and outputs, no ONNX.
     """
     model, meta = load_checkpoint(checkpoint)
     family = get_family(meta["family"])
@@ -226,18 +231,19 @@ def export_bundle(
             shutil.copyfile(src, dst)
         manifest_graphs = {}
         for graph in graphs:
-            log(f"exporting {graph.name}")
-            args = tuple(example[t.value_key] for t in graph.inputs)
-            _export_graph(model, graph, args, stage / f"{graph.name}.onnx")
-            _finish_onnx(stage / f"{graph.name}.onnx", graph, family.name)
-            with torch.no_grad():
-                outs = graph.wrap(model).eval()(*args)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            example.update({t.name: o for t, o in zip(graph.outputs, outs) if t.kind == "code"})
+            if onnx_graphs:
+                log(f"exporting {graph.name}")
+                args = tuple(example[t.value_key] for t in graph.inputs)
+                _export_graph(model, graph, args, stage / f"{graph.name}.onnx")
+                _finish_onnx(stage / f"{graph.name}.onnx", graph, family.name)
+                with torch.no_grad():
+                    outs = graph.wrap(model).eval()(*args)
+                outs = outs if isinstance(outs, tuple) else (outs,)
+                example.update({t.name: o for t, o in zip(graph.outputs, outs) if t.kind == "code"})
             manifest_graphs[graph.name] = {
                 "inputs": [t.to_dict() for t in graph.inputs],
                 "outputs": [t.to_dict() for t in graph.outputs],
-                "files": {"fp32": f"{graph.name}.onnx"},
+                "files": {"fp32": f"{graph.name}.onnx"} if onnx_graphs else {},
             }
         manifest = {
             "format": FORMAT,
@@ -271,6 +277,8 @@ def export_bundle(
             },
         }
         _atomic.write_text(stage / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        if not onnx_graphs:
+            return out_dir  # nothing to compare: the torch backend runs the checkpoint
         manifest["parity"] = _parity(model, graphs, Bundle.load(stage), contents, styles, log)
         if manifest["parity"]["passed"]:
             if fp16:
@@ -288,7 +296,7 @@ def export_bundle(
             from styleship.export.style_bank import add_style_bank
 
             add_style_bank(stage, manifest, Path(style_bank), log)
-        if manifest["parity"]["passed"]:
+        if manifest["parity"]["passed"] and tiling:
             from styleship.export.split import add_memory, add_split
 
             add_split(stage, manifest, log)
