@@ -247,6 +247,7 @@ def stylize(
     with Stylizer(
         model, backend, precision=precision, style_size=style_size, max_pixels=max_pixels
     ) as st:
+        st.check_engines(batch if video else 1, max_size)  # engine profiles, before any image
         if video:
             dst = (
                 out_dir

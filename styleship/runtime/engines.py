@@ -104,6 +104,48 @@ def pick_profile(built: list[Profile], shapes: dict[str, tuple[int, ...]]) -> in
     )
 
 
+def check_fits(built: list[Profile] | None, what: str, batch: int, side: int | None) -> None:
+    """At start-up, refuse in one line an engine none of whose profiles takes `batch` images
+    of side×side (`side` None: any side is left to each call). Without this, `serve` and
+    `stylize` start and then fail every request the engine cannot take. `built` None: the
+    engine has no profiles (ONNX Runtime, OpenVINO, torch take any shape)."""
+    if built is None:
+        return
+    for profile in built:
+        if all(
+            d["min"][0] <= batch <= d["max"][0]
+            and (
+                side is None
+                or len(d["max"]) != 4
+                or all(d["min"][i] <= side <= d["max"][i] for i in (2, 3))
+            )
+            for d in profile.values()
+        ):
+            return
+    most = max((d["max"][0] for p in built for d in p.values()), default=0)
+    widest = max(
+        (min(d["max"][2:]) for p in built for d in p.values() if len(d["max"]) == 4), default=0
+    )
+    asked = f"batch {batch}" + (f" at {side}×{side}" if side else "")
+    raise ModelError(
+        f"the {what} engine's profiles take batches up to {most} and sides up to {widest}, "
+        f"not {asked}; rebuild it with `styleship build --shapes ... --max-batch ...` to "
+        "cover that, or ask for less"
+    )
+
+
+def check_stylizer_engines(stylizer, max_batch: int, max_side: int | None) -> None:
+    """`check_fits` for a Stylizer's engines: its style encoder at the padded style side
+    (batch 1), its stylizer at `max_batch` and `max_side`."""
+    multiple = stylizer.bundle.style_multiple
+    side = -(-stylizer.style_size // multiple) * multiple
+    if stylizer._encoder is not None:
+        check_fits(getattr(stylizer._encoder, "profiles", None), "style encoder", 1, side)
+    multiple = stylizer.bundle.manifest.get("normalisation", {}).get("size_multiple", 8)
+    padded = -(-max_side // multiple) * multiple if max_side else None  # as contents are
+    check_fits(getattr(stylizer._stylizer, "profiles", None), "stylizer", max_batch, padded)
+
+
 def read_build(directory: Path) -> dict:
     path = directory / BUILD_JSON
     if not path.is_file():
