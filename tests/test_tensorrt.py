@@ -433,9 +433,13 @@ def test_tensorrt_engine_matches_onnxruntime(fp16_bundle, contents, styles):
     assert "fp16" in bundle.graph("stylizer").files  # fp16 engines need the fp16 graph
     for precision, min_psnr in (("fp32", 50.0), ("fp16", 35.0)):
         build_engines(bundle.path, precision, sizes=(256,), max_batch=2)
+        # Styles are encoded at `style_size`: 256, what the engines' profiles take (the
+        # default 512 is refused when the Stylizer opens: tests/test_tensorrt_runtime.py).
         with (
-            Stylizer(bundle, "tensorrt", precision=precision, cache_dir=None) as trt_st,
-            Stylizer(bundle, "ort-cpu", cache_dir=None) as ref_st,
+            Stylizer(
+                bundle, "tensorrt", precision=precision, style_size=256, cache_dir=None
+            ) as trt_st,
+            Stylizer(bundle, "ort-cpu", style_size=256, cache_dir=None) as ref_st,
         ):
             out = trt_st.stylize(contents[0], styles[0], max_size=256).rgb
             ref = ref_st.stylize(contents[0], styles[0], max_size=256).rgb
