@@ -9,7 +9,8 @@ TORCH  ?= torch==2.13.0
 # Optional extras to install; CI adds `ray` (styleship batch, about 500 MB with pyarrow and pandas).
 EXTRAS ?= cpu,openvino,torch,bench,serve,dev
 
-.PHONY: install demo test lint clean train-demo distill-eval bench bench-quick bench-gpu serve-demo loadtest-demo
+.PHONY: install demo test lint clean train-demo distill-eval bench bench-quick bench-gpu gpu-check \
+	serve-demo loadtest-demo
 
 install: $(STAMP)
 
@@ -65,9 +66,12 @@ bench-gpu: install
 	$(PY) -m styleship bench --suite gpu --out $(GPU_OUT)
 
 # On a lent GPU machine (no internet; its python3 already holds PyTorch): installs styleship
-# without dependencies into a temporary folder, runs `pytest -m gpu` and the gpu-quick suites,
-# and writes results, environment and logs into one folder; elsewhere it stops with one line.
-# No `install` prerequisite on purpose: that would build a venv from the network.
+# without dependencies into a temporary folder, then within a 7-minute budget runs the gpu-quick
+# suite (torch eager rows, then Gatys-300), `pytest -m gpu` and torch.compile rows if time
+# remains; results, environment and logs go into one folder, kept current after every step
+# (GPU_CHECK_ARGS="--copy-to DIR" keeps check.json and an archive there too). Elsewhere it
+# stops with one line. No `install` prerequisite on purpose: that would build a venv from the
+# network. docs/deployment.md gives the one command for a device run.
 GPU_CHECK_OUT ?= build/gpu-check
 gpu-check:
 	$(PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

@@ -251,6 +251,114 @@ def test_any_suite_renders_its_reports(tmp_path):
     assert gatys[0]["achieved_gflops"] > 0 and "peaks" in results["roofline"]
 
 
+# -- what a model needs exported, and a run stopped part-way ---------------------------
+def test_exports_follow_what_the_cases_read():
+    from styleship.bench.models import exports_needed
+
+    gpu_quick = load_suite("gpu-quick")  # torch rows only: the checkpoint is enough
+    assert exports_needed(gpu_quick, "stvae-full") == {
+        "onnx": False,
+        "fp16": False,
+        "int8": False,
+        "tiling": False,
+    }
+    gpu = load_suite("gpu")  # ORT and TensorRT at fp16: ONNX and the fp16 twins
+    assert exports_needed(gpu, "stvae-full") == {
+        "onnx": True,
+        "fp16": True,
+        "int8": False,
+        "tiling": False,
+    }
+    cpu = load_suite("cpu")
+    assert exports_needed(cpu, "stvae-full")["int8"] is True
+
+
+SMALL_FAMILY = """
+[[model]]
+id = "small"
+family = "stvae"
+config = { width = 0.25, z_dim = 64 }
+vgg = "random:0"
+[timing]
+warmup = 0
+min_iterations = 2
+max_iterations = 2
+min_seconds = 0
+[[run]]
+models = ["small"]
+backends = ["torch"]
+precisions = ["fp32"]
+sizes = [64]
+batches = [1, 2, 3]
+"""
+
+
+def test_a_run_stopped_part_way_keeps_the_rows_it_measured(tmp_path, monkeypatch):
+    """results.json after every case: stopping the run in its third case leaves the first
+    two cases' rows (timings, not yet scored). The torch-only model is a checkpoint bundle."""
+    from styleship.bench import suite as suite_module
+    from styleship.bench.runner import Runner
+
+    suite = parse_suite(
+        "peak_probe = false\n" + BASE + SMALL_FAMILY, ROOT / "benchmarks" / "t.toml"
+    )
+    original, calls = Runner.measure_pass, []
+
+    def measure_then_stop(self, case, block, index):
+        calls.append(case.batch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a kill at the budget looks like from here
+        return original(self, case, block, index)
+
+    monkeypatch.setattr(Runner, "measure_pass", measure_then_stop)
+    out, work = tmp_path / "out", tmp_path / "work"
+    with pytest.raises(KeyboardInterrupt):
+        suite_module.run_suite(suite, out, work)
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is False
+    rows = results["rows"]
+    assert [(r["backend"], r["batch"], r["status"]) for r in rows] == [
+        ("torch", 1, "ok"),
+        ("torch", 2, "ok"),
+    ]
+    assert all(r["p50_ms"] > 0 and "ssim_content" not in r for r in rows)
+    (bundle,) = work.glob("small-*.stvae")
+    assert not list(bundle.glob("*.onnx"))  # torch rows need the checkpoint, not an export
+    assert (bundle / "checkpoint.safetensors").is_file()
+
+
+def test_a_model_that_cannot_be_prepared_fails_its_rows_once(tmp_path, monkeypatch):
+    from styleship.bench import runner as runner_module
+
+    tries = []
+
+    def broken(suite, model_id, work_dir, log):
+        tries.append(model_id)
+        raise RuntimeError("'x_cast_to_fp32' has been used as output names multiple times\nmore")
+
+    monkeypatch.setattr(runner_module, "prepare_model", broken)
+    runner = runner_module.Runner(_parse(SMALL_FAMILY), tmp_path, log=lambda m: None)
+    block = RunBlock(models=("small",), backends=("torch",))
+    rows = [
+        runner.run_case(BenchCase("small", "torch", "fp32", 64, b, "cached"), block)[0]
+        for b in (1, 2)
+    ]
+    assert tries == ["small"]
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert (
+        rows[0]["reason"]
+        == rows[1]["reason"]
+        == ("preparing small failed: 'x_cast_to_fp32' has been used as output names multiple times")
+    )
+
+
+def test_gatys_can_follow_the_cases():
+    suite = _parse("[gatys]\nsizes = [64]\nbudgets = [2]\nafter_cases = true\n")
+    assert suite.gatys.after_cases is True and _parse("").gatys.after_cases is False
+    with pytest.raises(InputError, match="after_cases must be true or false"):
+        _parse("[gatys]\nafter_cases = 'yes'\n")
+
+
 # -- a real run of cpu-quick ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> Path:

@@ -91,6 +91,99 @@ def test_vq_lookup_stays_fp32(vq_bundle):
     assert not all(by_op["Conv"])
 
 
+def _shared_bias_graph(path) -> None:
+    """x -> Add(bias) [fp16] -> two Gemms [kept fp32] that read the same bias -> Add -> y:
+    the pattern of the full-width ST-VAE that onnxruntime <= 1.31's converter broke (one
+    fp16 tensor read by two fp32 nodes, each given a Cast of the same name)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.random(8, dtype=np.float32), "decoder.bias"),
+        numpy_helper.from_array(rng.random((8, 8), dtype=np.float32), "w1"),
+        numpy_helper.from_array(rng.random((8, 8), dtype=np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Add", ["x", "decoder.bias"], ["h"], name="shift"),
+        helper.make_node("Gemm", ["h", "w1", "decoder.bias"], ["g1"], name="gemm1"),
+        helper.make_node("Gemm", ["h", "w2", "decoder.bias"], ["g2"], name="gemm2"),
+        helper.make_node("Add", ["g1", "g2"], ["y"], name="sum"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "shared_bias",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    onnx.save(model, str(path))
+
+
+def test_a_bias_shared_by_two_fp32_nodes_converts_to_a_valid_graph(tmp_path):
+    import onnxruntime as ort
+
+    from styleship.export.fp16 import convert
+
+    src, dst = tmp_path / "shared.onnx", tmp_path / "shared.fp16.onnx"
+    _shared_bias_graph(src)
+    record = convert(src, dst)
+    assert record["fp32_ops"] == {"Gemm": 2}
+    half = onnx.load(str(dst))
+    onnx.checker.check_model(half)
+    outputs = [o for n in half.graph.node for o in n.output]
+    assert len(outputs) == len(set(outputs)), "two nodes write one tensor"
+    x = {"x": np.random.default_rng(1).random((2, 8), dtype=np.float32)}
+    run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, dst)}
+    ref, out = (run[p].run(None, x)[0] for p in (src, dst))
+    np.testing.assert_allclose(out, ref, rtol=2e-3)
+
+
+def test_identical_casts_of_one_name_are_merged_and_others_left():
+    from onnx import TensorProto, helper
+
+    from styleship.export.fp16 import merge_duplicate_casts
+
+    def cast(src: str, dst: str, to: int = TensorProto.FLOAT):
+        return helper.make_node("Cast", [src], [dst], to=to, name=f"{dst}_node")
+
+    info = helper.make_tensor_value_info("b_cast_to_fp32", TensorProto.FLOAT, [8])
+    nodes = [
+        cast("b", "b_cast_to_fp32"),
+        helper.make_node("Relu", ["b_cast_to_fp32"], ["r1"]),
+        cast("b", "b_cast_to_fp32"),  # what onnxruntime <= 1.31 adds for a second reader
+        helper.make_node("Relu", ["b_cast_to_fp32"], ["r2"]),
+        cast("c", "c32"),
+        cast("d", "c32"),  # another input: not the same Cast, left for the checker to refuse
+    ]
+    graph = helper.make_graph(nodes, "g", [], [], value_info=[info, info])
+    model = helper.make_model(graph)
+    assert merge_duplicate_casts(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Cast", "Relu", "Relu", "Cast", "Cast"]
+    assert [v.name for v in model.graph.value_info] == ["b_cast_to_fp32"]
+    assert merge_duplicate_casts(model) == 0
+
+
+def test_an_invalid_fp16_graph_is_one_export_error(tmp_path, monkeypatch):
+    """What the benchmark sees when a converter makes an invalid graph: an ExportError
+    (a failed row), not onnx's ValidationError stopping the suite."""
+    from onnxruntime.transformers import float16
+
+    from styleship.errors import ExportError
+    from styleship.export.fp16 import convert
+
+    def broken(model, **kw):
+        model.graph.node.append(model.graph.node[-1])  # two nodes write y
+        return model
+
+    monkeypatch.setattr(float16, "convert_float_to_float16", broken)
+    src = tmp_path / "shared.onnx"
+    _shared_bias_graph(src)
+    with pytest.raises(ExportError, match=r"^shared.onnx: the fp16 graph is not valid ONNX \("):
+        convert(src, tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
 def test_export_precision_is_checked(small_checkpoint, tmp_path):
     r = run_cli("export", small_checkpoint, "-o", tmp_path / "x.stvae", "--precision", "fp8")
     assert r.returncode == 1 and "fp32, fp16, int8" in r.stderr

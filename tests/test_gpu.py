@@ -63,6 +63,9 @@ def test_buffers_round_trip_and_a_captured_graph_replays():
     src, dst = Buffers(data.shape, np.float32), Buffers(data.shape, np.float32)
     try:
         src.upload(data, stream)
+        # cudaMalloc does not clear memory: give dst known contents before capturing.
+        sentinel = np.full(data.shape, -7.0, np.float32)
+        dst.upload(sentinel, stream)
         d2d = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
 
         def enqueue() -> bool:
@@ -73,7 +76,7 @@ def test_buffers_round_trip_and_a_captured_graph_replays():
         assert graph is not None, why
         dst.download(stream)
         stream.synchronize()
-        assert not dst.host.any()  # capturing records the copy, it does not run it
+        np.testing.assert_array_equal(dst.host, sentinel)  # captured, not run
         graph.launch(stream)
         dst.download(stream)
         stream.synchronize()

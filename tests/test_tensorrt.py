@@ -24,6 +24,7 @@ from styleship.runtime.bundle import Bundle
 from styleship.runtime.engines import check_engine, engine_dir, pick_profile, profiles
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+ROOT = Path(__file__).resolve().parents[1]
 GPU = GpuIdentity("Stand-in GPU", 9, 0)
 
 
@@ -57,6 +58,28 @@ def test_the_smallest_profile_that_fits_is_picked(bundle):
         pick_profile(built, {"style": (1, 3, 2048, 2048)})
     with pytest.raises(ModelError, match="fit none"):
         pick_profile(built, {"style": (9, 3, 256, 256)})
+
+
+def test_profiles_per_timed_batch_and_the_nearest_one_is_picked(bundle):
+    built = profiles(bundle.graph("stylizer"), [256, 512], 16, 16, opt_batch=(16, 1))
+    opts = [(p["content"]["opt"][0], p["content"]["opt"][2]) for p in built]
+    assert opts == [(1, 256), (16, 256), (1, 512), (16, 512)]
+    assert all(p["content"]["max"][0] == 16 for p in built)
+
+    def shapes(batch: int, side: int) -> dict:
+        return {
+            "content": (batch, 3, side, side),
+            "style_mu": (batch, 64),
+            "style_sigma": (batch, 64),
+            "style_matrix": (batch, 32, 32),
+            "alpha": (batch,),
+        }
+
+    assert set(shapes(1, 8)) == {t.name for t in bundle.graph("stylizer").inputs}
+    assert pick_profile(built, shapes(16, 512)) == 3  # tuned at batch 16, not batch 1
+    assert pick_profile(built, shapes(1, 512)) == 2
+    assert pick_profile(built, shapes(12, 200)) == 1  # the smallest size first, then nearest
+    assert pick_profile(built, shapes(2, 256)) == 0
 
 
 # -- engine records ----------------------------------------------------------------
@@ -346,6 +369,51 @@ def test_build_errors(bundle, fake_trt):
     assert not list((bundle.path / "engines").rglob("*.plan"))  # nothing half-written
 
 
+def test_a_suite_builds_each_engine_once_for_all_its_blocks(bundle, fake_trt):
+    """Two blocks (256-512 at batches 1 and 8; 512 alone at batch 16) make one stylizer
+    engine with a profile per size and batch; the style encoder is built for the Stylizer's
+    512² style, batch 1, and only because a block times end to end (was: rebuilt by the
+    second block's 512-only profiles, and every engine tuned at batch 1)."""
+    from styleship.bench.config import parse_suite
+    from styleship.bench.models import build_suite_engines
+
+    text = f"""
+name = "t"
+device = "cuda"
+content = "{ROOT}/assets/content/chelsea.jpg"
+style = "{ROOT}/assets/styles/starry_night.jpg"
+[[model]]
+id = "m"
+bundle = "{bundle.path}"
+[[run]]
+models = ["m"]
+backends = ["tensorrt"]
+sizes = [256, 512]
+batches = [1, 8]
+end_to_end = true
+[[run]]
+models = ["m"]
+backends = ["tensorrt-graph"]
+sizes = [512]
+batches = [16]
+"""
+    suite = parse_suite(text, ROOT / "benchmarks" / "t.toml")
+    rec = fake_trt("10.13.3.9")
+    build_suite_engines(suite, "m", "fp32", bundle, log=lambda m: None)
+    parsed = [c[1] for c in rec.calls if c[0] == "parse"]
+    assert parsed == ["stylizer.onnx", "style_encoder.onnx"]
+    built = [c[1] for c in rec.calls if c[0] == "profile"]
+    stylizer, encoder = built[:6], built[6:]
+    assert [(p["content"][1][0], p["content"][1][2]) for p in stylizer] == [
+        (b, s) for s in (256, 512) for b in (1, 8, 16)
+    ]
+    assert {p["content"][2][0] for p in stylizer} == {16}
+    assert encoder == [{"style": ((1, 3, 16, 16), (1, 3, 512, 512), (1, 3, 512, 512))}]
+    rec.calls.clear()
+    build_suite_engines(suite, "m", "fp32", bundle, log=lambda m: None)
+    assert ("build",) not in rec.calls  # both engines are current: nothing is rebuilt
+
+
 # -- the parts that need TensorRT itself -------------------------------------------------
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here")
 def test_without_tensorrt_the_backend_says_so(bundle):
@@ -375,9 +443,13 @@ def test_tensorrt_engine_matches_onnxruntime(fp16_bundle, contents, styles):
     assert "fp16" in bundle.graph("stylizer").files  # fp16 engines need the fp16 graph
     for precision, min_psnr in (("fp32", 50.0), ("fp16", 35.0)):
         build_engines(bundle.path, precision, sizes=(256,), max_batch=2)
+        # Styles are encoded at `style_size`: 256, what the engines' profiles take (the
+        # default 512 is refused when the Stylizer opens: tests/test_tensorrt_runtime.py).
         with (
-            Stylizer(bundle, "tensorrt", precision=precision, cache_dir=None) as trt_st,
-            Stylizer(bundle, "ort-cpu", precision="fp32", cache_dir=None) as ref_st,
+            Stylizer(
+                bundle, "tensorrt", precision=precision, style_size=256, cache_dir=None
+            ) as trt_st,
+            Stylizer(bundle, "ort-cpu", precision="fp32", style_size=256, cache_dir=None) as ref_st,
         ):
             out = trt_st.stylize(contents[0], styles[0], max_size=256).rgb
             ref = ref_st.stylize(contents[0], styles[0], max_size=256).rgb

@@ -16,6 +16,7 @@ import importlib.machinery
 import json
 import sys
 import threading
+import time
 import types
 from types import SimpleNamespace
 
@@ -157,8 +158,24 @@ def _module(name: str) -> types.ModuleType:
     return module
 
 
-def fake_tensorrt(rt: FakeCudart, bundle: Bundle, context_ok=True, capture_enqueue_ok=True):
-    """TensorRT's runtime API as the backend uses it; the "engine" copies content to image."""
+def _nptype(dtype):
+    """Like `trt.nptype`: a NumPy type, or TypeError for types NumPy lacks (BF16, FP8)."""
+    if dtype == "float32":
+        return np.float32
+    raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+
+def fake_tensorrt(
+    rt: FakeCudart,
+    bundle: Bundle,
+    context_ok=True,
+    capture_enqueue_ok=True,
+    profile_ok=True,
+    output_dtype="float32",
+    enqueue_s=0.0,
+):
+    """TensorRT's runtime API as the backend uses it; the "engine" copies content to image.
+    A plan's bytes name the graph it stands for (`stand-in plan: <graph>`)."""
     trt = _module("tensorrt")
     trt.__version__ = TRT_VERSION
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
@@ -166,10 +183,9 @@ def fake_tensorrt(rt: FakeCudart, bundle: Bundle, context_ok=True, capture_enque
     trt.ExecutionContextAllocationStrategy = SimpleNamespace(
         STATIC="STATIC", ON_PROFILE_CHANGE="ON_PROFILE_CHANGE"
     )
-    trt.nptype = lambda dtype: np.float32
-    graph = bundle.graph("stylizer")
-    inputs = [t.name for t in graph.inputs]
-    names = inputs + [t.name for t in graph.outputs]
+    trt.nptype = _nptype
+    busy = {"now": 0, "most": 0}
+    rt.busy = busy
 
     class Context:
         def __init__(self) -> None:
@@ -178,6 +194,7 @@ def fake_tensorrt(rt: FakeCudart, bundle: Bundle, context_ok=True, capture_enque
 
         def set_optimization_profile_async(self, index, stream):
             rt._record("set_optimization_profile_async", index)
+            return profile_ok  # documented: False when the profile cannot be set
 
         def set_input_shape(self, name, shape):
             self.shapes[name] = tuple(shape)
@@ -199,20 +216,28 @@ def fake_tensorrt(rt: FakeCudart, bundle: Bundle, context_ok=True, capture_enque
             if capturing:
                 rt.pending_capture = self._work  # recorded, not run
                 return capture_enqueue_ok
+            busy["now"] += 1  # a context serves one call at a time: count any overlap
+            busy["most"] = max(busy["most"], busy["now"])
+            time.sleep(enqueue_s)
             self._work()
+            busy["now"] -= 1
             return True
 
     class Engine:
-        num_io_tensors = len(names)
+        def __init__(self, graph: str = "stylizer") -> None:
+            info = bundle.graph(graph)
+            self.names = [t.name for t in (*info.inputs, *info.outputs)]
+            self.inputs = [t.name for t in info.inputs]
+            self.num_io_tensors = len(self.names)
 
         def get_tensor_name(self, i):
-            return names[i]
+            return self.names[i]
 
         def get_tensor_mode(self, name):
-            return trt.TensorIOMode.INPUT if name in inputs else trt.TensorIOMode.OUTPUT
+            return trt.TensorIOMode.INPUT if name in self.inputs else trt.TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name):
-            return "float32"
+            return "float32" if name in self.inputs else output_dtype
 
         def create_execution_context(self, strategy="STATIC"):
             rt._record("create_execution_context", strategy)
@@ -224,7 +249,7 @@ def fake_tensorrt(rt: FakeCudart, bundle: Bundle, context_ok=True, capture_enque
 
         def deserialize_cuda_engine(self, data):
             rt._record("deserialize_cuda_engine")
-            return Engine()
+            return Engine(data.decode().split(": ")[-1])
 
     trt.Runtime = Runtime
     return trt
@@ -232,26 +257,30 @@ def fake_tensorrt(rt: FakeCudart, bundle: Bundle, context_ok=True, capture_enque
 
 @pytest.fixture
 def stand_ins(bundle_copy, monkeypatch):
-    """A bundle with a recorded (stand-in) engine, and the two stand-in libraries installed."""
+    """A bundle with recorded (stand-in) engines, and the two stand-in libraries installed:
+    the stylizer's for sides up to 32 and 64 and batches up to 4, the style encoder's for
+    the sides `encoder` and batch 1."""
 
-    def install(**kw):
+    def install(encoder=(512,), **kw):
         bundle = Bundle.load(bundle_copy)
         rt = FakeCudart()
         tag = "sm90-stand-in-gpu"
         directory = engine_dir(bundle, tag, TRT_VERSION)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / engine_name("stylizer", "fp32")).write_bytes(b"stand-in plan")
-        entry = {
-            "onnx": "stylizer.onnx",
-            "onnx_sha256": bundle.manifest["files"]["stylizer.onnx"],
-            "profiles": profiles(bundle.graph("stylizer"), [32, 64], 4, 16),
-        }
+        engines = {}
+        for graph, sizes, batch in (("stylizer", [32, 64], 4), ("style_encoder", encoder, 1)):
+            (directory / engine_name(graph, "fp32")).write_bytes(f"stand-in plan: {graph}".encode())
+            engines[engine_name(graph, "fp32")] = {
+                "onnx": f"{graph}.onnx",
+                "onnx_sha256": bundle.manifest["files"][f"{graph}.onnx"],
+                "profiles": profiles(bundle.graph(graph), sizes, batch, 16),
+            }
         record = {
             "format": "styleship-engines",
             "format_version": 1,
             "tensorrt": TRT_VERSION,
             "gpu": {"tag": tag},
-            "engines": {engine_name("stylizer", "fp32"): entry},
+            "engines": engines,
         }
         (directory / "build.json").write_text(json.dumps(record))
         monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(rt, bundle, **kw))
@@ -343,3 +372,67 @@ def test_a_failed_capture_falls_back_to_plain_enqueues(stand_ins, failure):
     why = backend.info().details["cuda_graph_off"]
     assert ("invalidated" in why) if failure == "invalidated" else ("enqueue failed" in why)
     backend.close()
+
+
+def test_an_engine_with_bf16_io_is_one_line(stand_ins):
+    bundle, _ = stand_ins(output_dtype="bfloat16")
+    with pytest.raises(ModelError, match=r"^stylizer.fp32.plan: tensor 'image' is bfloat16, which"):
+        create_backend("tensorrt").load(bundle, "stylizer", "cuda:0", "fp32")
+
+
+def test_a_refused_optimisation_profile_is_an_error(stand_ins):
+    bundle, _ = stand_ins(profile_ok=False)
+    with create_backend("tensorrt") as backend:
+        backend.load(bundle, "stylizer", "cuda:0", "fp32")
+        with pytest.raises(ModelError, match="TensorRT refused optimisation profile 0"):
+            backend.run(_feeds(bundle))
+
+
+def test_one_engine_serves_one_call_at_a_time(stand_ins):
+    """`serve` reaches one Stylizer's engines from two models' threads: the calls queue
+    instead of sharing the context, its buffers and its stream."""
+    bundle, rt = stand_ins(enqueue_s=0.05)
+    backend = create_backend("tensorrt")
+    backend.load(bundle, "stylizer", "cuda:0", "fp32")
+    feeds = _feeds(bundle)
+    outs: list = []
+    threads = [threading.Thread(target=lambda: outs.append(backend.run(feeds))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outs) == 4 and rt.busy["most"] == 1
+    for out in outs:
+        np.testing.assert_array_equal(out["image"], feeds["content"])
+    backend.close()
+
+
+def test_profiles_that_cannot_take_the_requests_are_refused_at_start_up(stand_ins):
+    """The stylizer engine takes sides up to 64 and batches up to 4 (stand_ins): `serve`
+    with batches of 8 or `stylize --max-size 100` stop before any request, in one line."""
+    from styleship.runtime.engines import check_fits
+
+    bundle, _ = stand_ins()
+    with create_backend("tensorrt") as backend:
+        backend.load(bundle, "stylizer", "cuda:0", "fp32")
+        check_fits(backend.profiles, "stylizer", 4, 64)
+        check_fits(backend.profiles, "stylizer", 1, None)
+        with pytest.raises(ModelError, match=r"batches up to 4 and sides up to 64, not batch 8;"):
+            check_fits(backend.profiles, "stylizer", 8, None)
+        with pytest.raises(ModelError, match=r"not batch 1 at 104×104; rebuild it"):
+            check_fits(backend.profiles, "stylizer", 1, 104)
+    check_fits(None, "stylizer", 64, 4096)  # engines without profiles take any shape
+
+
+def test_a_stylizer_whose_style_encoder_cannot_take_its_styles_does_not_start(stand_ins):
+    """The style is encoded at `style_size` (512): an encoder engine built for 256 fails
+    when the Stylizer opens, not at the first style (tests/test_tensorrt.py's GPU test did)."""
+    from styleship.runtime.stylizer import Stylizer
+
+    bundle, _ = stand_ins(encoder=(256,))
+    with pytest.raises(ModelError, match=r"style encoder engine's .* not batch 1 at 512×512"):
+        Stylizer(bundle, "tensorrt", "cuda:0", "fp32", cache_dir=None)
+    with Stylizer(bundle, "tensorrt", "cuda:0", "fp32", style_size=256, cache_dir=None) as st:
+        st.check_engines(4, 60)  # 60 px pads to 64: the largest profile takes it
+        with pytest.raises(ModelError, match="not batch 8;"):
+            st.check_engines(8)

@@ -102,6 +102,8 @@ class GatysSpec:
     # A standalone run of this many calls at the smallest size, in a process of its own,
     # checks the suite's Gatys time per call (a gap over 15% is flagged); 0: no check.
     calibration_calls: int = 10
+    # Gatys after the feed-forward cases instead of before (a budgeted run wants them first).
+    after_cases: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,10 @@ def parse_suite(text: str, path: Path) -> Suite:
         tf32=bool(g.get("tf32", False)),
         max_budget={int(k): int(v) for k, v in g.get("max_budget", {}).items()},
         calibration_calls=int(g.get("calibration_calls", 10)),
+        after_cases=g.get("after_cases", False),
     )
+    if not isinstance(gatys.after_cases, bool):
+        raise InputError(f"{path.name} [gatys]: after_cases must be true or false")
     for key in ("content", "style"):
         if key not in data:
             raise InputError(f"{path.name}: name a {key} image")

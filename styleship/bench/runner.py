@@ -27,10 +27,10 @@ import numpy as np
 from styleship.bench.config import BenchCase, RunBlock, Suite
 from styleship.bench.images import SuiteImages
 from styleship.bench.metrics import LossScorer, quality
-from styleship.bench.models import prepare_model
+from styleship.bench.models import TENSORRT, build_suite_engines, prepare_model
 from styleship.bench.timing import Stats
 from styleship.bench.yardstick import Yardstick
-from styleship.errors import BackendUnavailable, StyleshipError, first_line
+from styleship.errors import BackendUnavailable, ExportError, StyleshipError, first_line
 from styleship.runtime import image as im
 from styleship.runtime.backends import available_backends, create_backend, default_device
 from styleship.runtime.bundle import Bundle
@@ -60,6 +60,8 @@ class Runner:
         self.log = log
         self.images = SuiteImages(suite)
         self.bundles: dict[str, Bundle] = {}
+        self.unprepared: dict[str, str] = {}  # model -> why its bundle could not be made
+        self.engines_built: dict[tuple, str | None] = {}  # (model, precision) -> failure
         self.codes: dict[str, Path | None] = {}
         self.refs: dict[tuple, tuple[str, np.ndarray]] = {}  # (model, size, style, backend|*)
         self.status = available_backends()
@@ -77,8 +79,21 @@ class Runner:
 
     # -- shared pieces -------------------------------------------------------
     def bundle(self, model_id: str) -> Bundle:
+        """The model's bundle, prepared once. A preparation that fails (an export the
+        converter breaks, say) fails every case of that model with the same one line,
+        without being tried again per case, and the suite goes on with the other models."""
+        if model_id in self.unprepared:
+            raise ExportError(self.unprepared[model_id])
         if model_id not in self.bundles:
-            self.bundles[model_id] = prepare_model(self.suite, model_id, self.work_dir, self.log)
+            try:
+                bundle = prepare_model(self.suite, model_id, self.work_dir, self.log)
+            except BackendUnavailable:
+                raise  # a skipped row: this machine lacks an engine, nothing failed
+            except Exception as exc:  # any exporter or converter error: a row, not a stop
+                self.unprepared[model_id] = f"preparing {model_id} failed: {first_line(exc)}"
+                self.log(self.unprepared[model_id])
+                raise ExportError(self.unprepared[model_id]) from None
+            self.bundles[model_id] = bundle
         return self.bundles[model_id]
 
     def scorer(self, size: int) -> LossScorer:
@@ -91,12 +106,14 @@ class Runner:
         return self._scorer
 
     def style_code(self, model_id: str) -> Path | None:
-        """The style image's code (batch 1, ONNX Runtime CPU fp32) in a file: the cached input."""
+        """The style image's code (batch 1, fp32 on the CPU: ONNX Runtime, or PyTorch for a
+        bundle that carries no ONNX) in a file: the cached input."""
         if model_id not in self.codes:
             bundle = self.bundle(model_id)
             path = None
             if bundle.has_style_input:  # else a wrapped model: the style is in its weights
-                with create_backend("ort-cpu") as enc:
+                onnx = "fp32" in bundle.graph("style_encoder").files
+                with create_backend("ort-cpu" if onnx else "torch") as enc:
                     enc.load(bundle, "style_encoder")
                     rgb = im.pad_to_multiple(self.images.style_code_input)
                     code = enc.run({"style": im.to_nchw(rgb)})
@@ -154,8 +171,8 @@ class Runner:
                     }
                 )
                 return
-            if case.backend in ("tensorrt", "tensorrt-graph") and index == 0:
-                self._engines(case, block, bundle)
+            if case.backend in TENSORRT and index == 0:
+                self._engines(case, bundle)
             code = self.style_code(case.model) if case.style == "cached" else None
         except BackendUnavailable as exc:
             done.append({"status": "skipped", "reason": first_line(exc)})
@@ -191,8 +208,9 @@ class Runner:
             return "the peer runs its int8 graph only"
         return None
 
-    def case_rows(self, case: BenchCase, block: RunBlock) -> list[dict]:
-        """The rows of a measured case: every pass pooled (p50: median of the passes' p50s)."""
+    def case_rows(self, case: BenchCase, block: RunBlock, score: bool = True) -> list[dict]:
+        """The rows of a measured case: every pass pooled (p50: median of the passes' p50s).
+        `score=False`: timing only (the rows written while the suite still runs)."""
         base = self._base(case)
         results = self.passes.get(case.key, [])
         ok = [r for r in results if r["status"] == "ok"]
@@ -232,7 +250,7 @@ class Runner:
                     "device": first["device"],
                     "details": first["details"] | self._compile_note(case),
                 }
-                if first.get("output"):
+                if score and first.get("output"):
                     out = np.load(first["output"])
                     row |= self._quality(case, out) | {"output": first["output"]}
             rows.append(row)
@@ -250,20 +268,23 @@ class Runner:
             self.measure_pass(case, block, index)
         return self.case_rows(case, block)
 
-    def _engines(self, case: BenchCase, block: RunBlock, bundle: Bundle) -> None:
-        """Build (or find up to date) the engines this block needs; build time stays out of
-        the measurements and is recorded in the bundle's build.json."""
-        from styleship.export.tensorrt import build_engines
-
-        graph = "stylizer" if case.style == "cached" else "fused"
-        build_engines(
-            bundle.path,
-            case.precision,
-            sizes=block.sizes,
-            max_batch=max(block.batches),
-            graphs=tuple(g for g in ("style_encoder", graph) if g in bundle.graphs),
-            log=self.log,
-        )
+    def _engines(self, case: BenchCase, bundle: Bundle) -> None:
+        """The model's engines at this precision, built once for every TensorRT case of the
+        suite (`build_suite_engines`); a failed build fails each of those cases with one
+        line, without another try. Build time stays out of the measurements."""
+        key = (case.model, case.precision)
+        if key not in self.engines_built:
+            try:
+                build_suite_engines(self.suite, case.model, case.precision, bundle, self.log)
+                self.engines_built[key] = None
+            except BackendUnavailable:
+                raise
+            except Exception as exc:
+                self.engines_built[key] = (
+                    f"building {case.precision} engines failed: {first_line(exc)}"
+                )
+        if self.engines_built[key]:
+            raise ExportError(self.engines_built[key])
 
     def _quality(self, case: BenchCase, out: np.ndarray) -> dict:
         """Scores, and PSNR against fp32: a reduced precision against its own backend's fp32,

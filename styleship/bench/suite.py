@@ -15,7 +15,7 @@ import numpy as np
 
 from styleship import _atomic
 from styleship.bench import report
-from styleship.bench.config import Suite
+from styleship.bench.config import BenchCase, Suite
 from styleship.bench.env import environment
 from styleship.bench.roofline import (
     NOTE,
@@ -214,8 +214,11 @@ def run_suite(
     """Run everything, write results.json and the reports into `out_dir`; return the results.
 
     Order: a standalone Gatys calibration, the Gatys runs, then pass 1 of every
-    case, pass 2 of every case, ...; each in a process of its own. Quality is
-    scored at the end, once nothing is being timed.
+    case, pass 2 of every case, ...; each in a process of its own (`[gatys]
+    after_cases = true` puts Gatys after the cases). Quality is scored at the
+    end, once nothing is being timed. Until then results.json is rewritten after
+    every case and Gatys size with the timings so far (`"complete": false`, no
+    quality scores), so a run stopped part-way keeps every row it measured.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -226,15 +229,32 @@ def run_suite(
     started = time.time()
     env = environment()  # before measuring: the commit and versions that were measured
     runner = Runner(suite, work_dir, log)
-    rows: list[dict] = []
-    on_step("gatys calibration")
-    runner.calibrate()
-    for size in suite.gatys.sizes:
-        on_step(f"gatys {size}²")
-        rows += runner.run_gatys(size)
+    gatys_rows: list[dict] = []
+    measured: list[BenchCase] = []
+    probe_passes: list[list[dict]] = []
+
+    def save_so_far() -> None:
+        rows = [dict(r) for r in gatys_rows] + [
+            row for c in measured for row in runner.case_rows(c, suite.block_of(c), score=False)
+        ]
+        for r in rows:
+            r.pop("snapshot", None)  # a temporary file: scored (and dropped) at the end
+        add_speedups(rows)
+        doc = _document(suite, env, runner, rows, started, merge_probes(probe_passes), None)
+        _atomic.write_text(out_dir / "results.json", json.dumps(doc, indent=2) + "\n")
+
+    def gatys() -> None:
+        on_step("gatys calibration")
+        runner.calibrate()
+        for size in suite.gatys.sizes:
+            on_step(f"gatys {size}²")
+            gatys_rows.extend(runner.run_gatys(size))
+            save_so_far()
+
+    if not suite.gatys.after_cases:
+        gatys()
     cases = suite.cases()
     device = "cuda:0" if suite.device == "cuda" else "cpu"
-    probe_passes = []
     for index in range(suite.timing.passes):
         if suite.peak_probe:
             on_step(f"peak probes (pass {index + 1}/{suite.timing.passes})")
@@ -243,21 +263,45 @@ def run_suite(
             label = f"{case.model} {case.backend} {case.precision} {case.size}² b{case.batch}"
             on_step(f"{label} (pass {index + 1}/{suite.timing.passes})")
             runner.measure_pass(case, suite.block_of(case), index)
+            if index == 0:
+                measured.append(case)
+            save_so_far()
+    if suite.gatys.after_cases:
+        gatys()
     on_step("scoring quality")
-    runner.score_gatys(rows)
+    runner.score_gatys(gatys_rows)
+    rows = list(gatys_rows)
     for case in cases:
         rows += runner.case_rows(case, suite.block_of(case))
     add_peer_parity(rows)
     add_speedups(rows)
     add_style_gain(rows)
-    probes = merge_probes(probe_passes)
-    peak_table = peaks(probes)
     counter = FlopCounter(runner.bundles)
-    add_roofline(rows, counter.per_image, peak_table)
+    results = _document(suite, env, runner, rows, started, merge_probes(probe_passes), counter)
+    _atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    report.write_reports(results, out_dir)
+    return results
+
+
+def _document(
+    suite: Suite,
+    env: dict,
+    runner: Runner,
+    rows: list[dict],
+    started: float,
+    probes: list[dict],
+    counter: FlopCounter | None,
+) -> dict:
+    """results.json's content. Without a FLOP counter it is a run still going: no roofline
+    figures on the rows, and `complete` false."""
+    peak_table = peaks(probes)
+    if counter is not None:
+        add_roofline(rows, counter.per_image, peak_table)
     summary = summarize(rows, peak_table)
-    results = {
+    return {
         "format": report.FORMAT,
         "format_version": report.FORMAT_VERSION,
+        "complete": counter is not None,
         "suite": {
             "name": suite.name,
             "description": suite.description,
@@ -299,13 +343,10 @@ def run_suite(
             "note": NOTE,
             "peaks": peak_table,
             "probes": probes,
-            "flop_errors": counter.errors,
+            "flop_errors": counter.errors if counter else {},
         },
         "scaling": cost_vs_pixels(rows, summary),
     }
-    _atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    report.write_reports(results, out_dir)
-    return results
 
 
 def require_device(suite: Suite) -> None:

@@ -253,6 +253,7 @@ def stylize(
             log=status.update,
         )
     with st:
+        st.check_engines(batch if video else 1, max_size)  # engine profiles, before any image
         if video:
             dst = (
                 out_dir

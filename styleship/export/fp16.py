@@ -18,6 +18,14 @@ A node stays fp32 when
 
 On TensorRT 11, which is always strongly typed, these types are the
 precision: there is no other switch.
+
+The conversion itself is onnxruntime's `convert_float_to_float16`. Up to
+1.31 it inserts one fp16->fp32 Cast per fp32 consumer of an fp16 tensor,
+every one named `<tensor>_cast_to_fp32`, so a tensor read by two kept
+nodes (a bias shared by two fp32 nodes of the full-width ST-VAE) gets two
+nodes writing the same name, and onnx's checker refuses the graph (1.32
+shares one Cast). `merge_duplicate_casts` keeps the first of such
+identical Casts, so every onnxruntime version gives the same valid graph.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from __future__ import annotations
 import ast
 from collections import Counter
 from pathlib import Path
+
+from styleship.errors import ExportError, first_line
 
 FP32_OPS = frozenset(
     {
@@ -82,8 +92,56 @@ def fp32_nodes(model) -> list[str]:
     return sorted(keep)
 
 
+def _cast_key(node) -> tuple:
+    to = next((a.i for a in node.attribute if a.name == "to"), None)
+    return (tuple(node.input), to)
+
+
+def merge_duplicate_casts(model) -> int:
+    """Drop every Cast that writes a name an identical Cast (same input, same `to`) already
+    writes, and the repeated value_info entries of those names; returns how many went.
+
+    Two nodes writing one name with different inputs are left alone: that graph is wrong
+    in a way this cannot fix, and the checker says so.
+    """
+    graph = model.graph
+    writers: dict[str, tuple] = {}
+    kept, dropped = [], 0
+    for node in graph.node:
+        if node.op_type == "Cast" and len(node.output) == 1:
+            out = node.output[0]
+            if writers.get(out) == _cast_key(node):
+                dropped += 1
+                continue
+            writers.setdefault(out, _cast_key(node))
+        kept.append(node)
+    if dropped:
+        _replace(graph.node, kept)
+    infos: dict = {}
+    for info in graph.value_info:
+        infos.setdefault(info.name, info)
+    if len(infos) != len(graph.value_info):
+        _replace(graph.value_info, list(infos.values()))
+    return dropped
+
+
+def _replace(field, items: list) -> None:
+    """Set a repeated protobuf field to `items`, which are copied first: they may be
+    elements of the field itself."""
+    copies = []
+    for item in items:
+        copy = type(item)()
+        copy.CopyFrom(item)
+        copies.append(copy)
+    del field[:]
+    field.extend(copies)
+
+
 def convert(src: Path, dst: Path) -> dict:
-    """Write the fp16 version of `src` to `dst`; return what stayed fp32, by name and op."""
+    """Write the fp16 version of `src` to `dst`; return what stayed fp32, by name and op.
+
+    A graph the checker refuses is an ExportError naming the file (the benchmark turns it
+    into a failed row instead of stopping)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
@@ -92,13 +150,20 @@ def convert(src: Path, dst: Path) -> dict:
     keep = fp32_nodes(model)
     ops = Counter(n.op_type for n in model.graph.node if n.name in set(keep))
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+    merged = merge_duplicate_casts(half)
     # The converter appends its input casts at the end; the checker (and TensorRT's
     # parser) want nodes in topological order.
     OnnxModel(half).topological_sort()
-    onnx.checker.check_model(half)
+    try:
+        onnx.checker.check_model(half)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(
+            f"{src.name}: the fp16 graph is not valid ONNX ({first_line(exc)})"
+        ) from None
     onnx.save(half, str(dst))
     return {
         "fp32_nodes": keep,
         "fp32_ops": dict(sorted(ops.items())),
         "nodes": len(model.graph.node),
+        "merged_casts": merged,
     }

@@ -25,7 +25,7 @@ import torch
 
 from styleship import __version__
 from styleship.bundle import writer
-from styleship.bundle.manifest import Manifest
+from styleship.bundle.manifest import GraphInfo, Manifest
 from styleship.compare import compare
 from styleship.errors import ExportError, InputError
 from styleship.export.samples import default_parity_images, parity_feed
@@ -202,6 +202,8 @@ def export_bundle(
     int8: bool = False,
     int8_min_psnr: float = 30.0,
     style_bank: str | Path | None = None,
+    onnx_graphs: bool = True,
+    tiling: bool = True,
 ) -> Path:
     """Export `checkpoint` to the bundle directory `out_dir`; returns its path.
 
@@ -210,6 +212,9 @@ def export_bundle(
     calibrated on every sample image. Both are compared with fp32 and
     recorded in the manifest. With `style_bank`, every painting in that
     folder is encoded into the bundle's style bank (export/style_bank.py).
+    `tiling=False` leaves out the exact-tiling split graphs and the memory
+    record. `onnx_graphs=False` writes a bundle for the torch backend alone
+    (benchmarks): the checkpoint and the graphs' inputs and outputs, no ONNX.
     """
     model, meta = load_checkpoint(checkpoint)
     family = get_family(meta["family"])
@@ -256,6 +261,8 @@ def export_bundle(
         int8=int8,
         int8_min_psnr=int8_min_psnr,
         style_bank=Path(style_bank) if style_bank is not None else None,
+        split=tiling,
+        memory=tiling,
     )
     with writer.create(out_dir, manifest, force) as staged:
         for src, dst in zip(
@@ -263,6 +270,11 @@ def export_bundle(
         ):
             shutil.copyfile(src, dst)
         for graph in graphs:
+            if not onnx_graphs:  # the torch backend runs the checkpoint: graphs by I/O only
+                staged.manifest.graphs[graph.name] = GraphInfo(
+                    graph.name, tuple(graph.inputs), tuple(graph.outputs), {}
+                )
+                continue
             log(f"exporting {graph.name}")
             args = tuple(example[t.value_key] for t in graph.inputs)
             path = staged.stage / f"{graph.name}.onnx"
@@ -273,7 +285,8 @@ def export_bundle(
                 outs = graph.wrap(model).eval()(*args)
             outs = outs if isinstance(outs, tuple) else (outs,)
             example.update({t.name: o for t, o in zip(graph.outputs, outs) if t.kind == "code"})
-        run_steps(staged, plan, log)
+        if onnx_graphs:  # nothing to compare or convert without them
+            run_steps(staged, plan, log)
     return out_dir
 
 

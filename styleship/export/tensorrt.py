@@ -108,7 +108,7 @@ def build_engines(
     precision: str = "fp16",
     sizes: tuple[int, ...] = BUILD_SIZES,
     max_batch: int = BUILD_MAX_BATCH,
-    opt_batch: int = 1,
+    opt_batch: int | tuple[int, ...] = 1,
     workspace_mib: int = 4096,
     optimization_level: int = 3,
     graphs: tuple[str, ...] = GRAPHS,

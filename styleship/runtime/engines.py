@@ -10,6 +10,7 @@ Torch-free: the runtime reads these; `export/tensorrt.py` writes them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from styleship.errors import ModelError
@@ -39,49 +40,110 @@ def rebuild_hint(bundle: Bundle, precision: str) -> str:
 
 
 def profiles(
-    graph: GraphInfo, sizes: list[int], max_batch: int, min_side: int, opt_batch: int = 1
+    graph: GraphInfo,
+    sizes: list[int],
+    max_batch: int,
+    min_side: int,
+    opt_batch: int | Sequence[int] = 1,
 ) -> list[Profile]:
-    """One optimisation profile per requested size, nested: profile k takes any side
-    from `min_side` up to sizes[k] and is tuned at sizes[k]² (TensorRT tunes at `opt`).
+    """One optimisation profile per requested size (and per opt batch, when several are
+    given), nested: profile k takes any side from `min_side` up to sizes[k] and any batch
+    up to `max_batch`, and is tuned at sizes[k]² and its opt batch (TensorRT tunes at `opt`).
 
     Nested rather than disjoint ranges, so a non-square image (say 256×1024)
     still fits one profile: the smallest whose maximum covers both sides.
     """
+    opts = sorted({opt_batch} if isinstance(opt_batch, int) else set(opt_batch))
     if not sizes or any(s % 8 or s < min_side for s in sizes):
         raise ModelError(f"engine sizes must be multiples of 8 and at least {min_side}: {sizes}")
-    if not 1 <= opt_batch <= max_batch:
+    if not opts or not all(1 <= b <= max_batch for b in opts):
         raise ModelError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
     low = -(-min_side // 8) * 8
     out = []
     for size in sorted(set(sizes)):
-        profile: Profile = {}
-        for t in graph.inputs:
-            mins, opts, maxs = [], [], []
-            for dim in t.shape:
-                if isinstance(dim, int):
-                    mins.append(dim), opts.append(dim), maxs.append(dim)
-                elif dim == "batch":
-                    mins.append(1), opts.append(opt_batch), maxs.append(max_batch)
-                else:  # a spatial axis
-                    mins.append(low), opts.append(size), maxs.append(size)
-            profile[t.name] = {"min": mins, "opt": opts, "max": maxs}
-        out.append(profile)
+        for batch in opts:
+            profile: Profile = {}
+            for t in graph.inputs:
+                mins, opt, maxs = [], [], []
+                for dim in t.shape:
+                    if isinstance(dim, int):
+                        mins.append(dim), opt.append(dim), maxs.append(dim)
+                    elif dim == "batch":
+                        mins.append(1), opt.append(batch), maxs.append(max_batch)
+                    else:  # a spatial axis
+                        mins.append(low), opt.append(size), maxs.append(size)
+                profile[t.name] = {"min": mins, "opt": opt, "max": maxs}
+            out.append(profile)
     return out
 
 
+def _admits(profile: Profile, shapes: dict[str, tuple[int, ...]]) -> bool:
+    return all(
+        all(lo <= n <= hi for lo, n, hi in zip(p["min"], shapes[name], p["max"]))
+        for name, p in profile.items()
+    )
+
+
 def pick_profile(built: list[Profile], shapes: dict[str, tuple[int, ...]]) -> int:
-    """The first (smallest) profile that admits every input shape."""
-    for index, profile in enumerate(built):
-        if all(
-            all(lo <= n <= hi for lo, n, hi in zip(p["min"], shapes[name], p["max"]))
-            for name, p in profile.items()
-        ):
-            return index
+    """The smallest profile that admits every input shape; among profiles of that size
+    (same ranges, tuned at other batches), the one tuned nearest these shapes."""
+    fits = [i for i, profile in enumerate(built) if _admits(profile, shapes)]
+    if fits:
+        ranges = {k: v["max"] for k, v in built[fits[0]].items()}
+        same = [i for i in fits if {k: v["max"] for k, v in built[i].items()} == ranges]
+        return min(
+            same,
+            key=lambda i: sum(
+                abs(o - n) for name, p in built[i].items() for o, n in zip(p["opt"], shapes[name])
+            ),
+        )
     largest = built[-1] if built else {}
     raise ModelError(
         f"input shapes {shapes} fit none of the engine's profiles (largest: "
         f"{ {k: v['max'] for k, v in largest.items()} }); build with larger --shapes"
     )
+
+
+def check_fits(built: list[Profile] | None, what: str, batch: int, side: int | None) -> None:
+    """At start-up, refuse in one line an engine none of whose profiles takes `batch` images
+    of side×side (`side` None: any side is left to each call). Without this, `serve` and
+    `stylize` start and then fail every request the engine cannot take. `built` None: the
+    engine has no profiles (ONNX Runtime, OpenVINO, torch take any shape)."""
+    if built is None:
+        return
+    for profile in built:
+        if all(
+            d["min"][0] <= batch <= d["max"][0]
+            and (
+                side is None
+                or len(d["max"]) != 4
+                or all(d["min"][i] <= side <= d["max"][i] for i in (2, 3))
+            )
+            for d in profile.values()
+        ):
+            return
+    most = max((d["max"][0] for p in built for d in p.values()), default=0)
+    widest = max(
+        (min(d["max"][2:]) for p in built for d in p.values() if len(d["max"]) == 4), default=0
+    )
+    asked = f"batch {batch}" + (f" at {side}×{side}" if side else "")
+    raise ModelError(
+        f"the {what} engine's profiles take batches up to {most} and sides up to {widest}, "
+        f"not {asked}; rebuild it with `styleship build --shapes ... --max-batch ...` to "
+        "cover that, or ask for less"
+    )
+
+
+def check_stylizer_engines(stylizer, max_batch: int, max_side: int | None) -> None:
+    """`check_fits` for a Stylizer's engines: its style encoder at the padded style side
+    (batch 1), its stylizer at `max_batch` and `max_side`."""
+    multiple = stylizer.bundle.style_multiple
+    side = -(-stylizer.style_size // multiple) * multiple
+    if stylizer._encoder is not None:
+        check_fits(getattr(stylizer._encoder, "profiles", None), "style encoder", 1, side)
+    multiple = stylizer.bundle.manifest.get("normalisation", {}).get("size_multiple", 8)
+    padded = -(-max_side // multiple) * multiple if max_side else None  # as contents are
+    check_fits(getattr(stylizer._stylizer, "profiles", None), "stylizer", max_batch, padded)
 
 
 def read_build(directory: Path) -> dict:

@@ -22,6 +22,7 @@ from styleship.runtime import image as im
 from styleship.runtime.backends import create_backend, default_device
 from styleship.runtime.bundle import Bundle
 from styleship.runtime.choice import Choice, choose
+from styleship.runtime.engines import check_stylizer_engines
 from styleship.runtime.style_bank import parse_spec
 from styleship.runtime.style_cache import StyleCache, default_cache_dir
 from styleship.runtime.styles import mix_codes, unknown_style
@@ -109,6 +110,7 @@ class Stylizer(TilingMixin):
         self._split_error: str | None = None
         # How the last `stylize` call tiled and why (mode, tile, reason, memory figures).
         self.last_tiling: dict = {}
+        self.check_engines()
 
     def _open(self, graph: str, memory_arena: bool = True):
         """A loaded engine for one graph; `memory_arena=False` asks engines that keep a
@@ -118,6 +120,15 @@ class Stylizer(TilingMixin):
             backend.memory_arena = memory_arena
         backend.load(self.bundle, graph, self.device, self.precision)
         return backend
+
+    def check_engines(self, max_batch: int = 1, max_side: int | None = None) -> None:
+        """Refuse now, closed and in one line, engines that cannot take the style at
+        `style_size` or `max_batch` contents of sides up to `max_side` (engines.py)."""
+        try:
+            check_stylizer_engines(self, max_batch, max_side)
+        except StyleshipError:
+            self.close()
+            raise
 
     @property
     def engine(self):

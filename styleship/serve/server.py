@@ -148,6 +148,7 @@ def load_models(bundles: Sequence[str | Path], config: ServeConfig) -> list[Serv
             served.append(entry)
             for _ in range(config.instances):
                 s = Stylizer(bundle, config.backend, precision=config.precision, cache_dir=None)
+                s.check_engines(config.max_batch)  # engine profiles vs Triton's batches, now
                 s.cache = cache
                 stylizers.append(s)
             entry.batched, entry.why_batching = _batching(stylizers[0], config)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,10 @@ class BaseBackend:
         self._loaded = False
         self.device = "cpu"
         self.precision = "fp32"
+        # One call at a time per engine instance: a TensorRT context, its buffers and its
+        # stream serve one call at a time, and `serve` reaches one Stylizer's engines from
+        # two models' threads (`<name>_style` and `<name>`).
+        self._lock = threading.Lock()
 
     def load(
         self, bundle: Bundle, graph: str, device: str = "cpu", precision: str = "fp32"
@@ -96,7 +101,8 @@ class BaseBackend:
                 raise InputError(
                     f"input {name!r} has shape {arr.shape}, the graph takes {spec.shape}"
                 )
-        return self._run(inputs)
+        with self._lock:
+            return self._run(inputs)
 
     def compute_fn(self, inputs: dict[str, np.ndarray]) -> Callable[[], None]:
         """A call that runs inference on `inputs` already placed where the engine reads them.

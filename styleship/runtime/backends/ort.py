@@ -14,6 +14,7 @@ import numpy as np
 from styleship._lazy import require
 from styleship.errors import BackendUnavailable, ModelError, first_line
 from styleship.runtime.backends.base import BaseBackend
+from styleship.runtime.bundle import Bundle
 from styleship.runtime.engines import BUILD_MAX_BATCH, BUILD_SIZES
 
 PROVIDERS = {
@@ -22,11 +23,11 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 # Precision -> bundle file, per provider. tf32 is the fp32 graph with TF32 maths
-# allowed; the TensorRT EP runs fp16 from the fp16 graph (backends/ort_trt.py says why).
+# allowed; the TensorRT EP runs fp32 only (backends/ort_trt.py says why).
 PRECISIONS = {
     "cpu": {"fp32": "fp32", "fp16": "fp16", "int8": "int8"},  # fp16: parity checks only
     "cuda": {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16"},
-    "tensorrt": {"fp32": "fp32", "fp16": "fp16"},
+    "tensorrt": {"fp32": "fp32"},
 }
 
 
@@ -61,6 +62,15 @@ class OrtBackend(BaseBackend):
         # holds one session per split graph, so it turns the arena off for them: otherwise
         # their peaks add up (measured: 19 GiB at 100 MP against a 10.5 GiB budget).
         self.memory_arena = True
+
+    def load(
+        self, bundle: Bundle, graph: str, device: str = "cpu", precision: str = "fp32"
+    ) -> None:
+        if self.provider == "tensorrt" and precision == "fp16":
+            from styleship.runtime.backends.ort_trt import FP16_REFUSED
+
+            raise BackendUnavailable(FP16_REFUSED)  # why, not only "runs fp32"
+        super().load(bundle, graph, device, precision)
 
     def _provider_options(self, precision: str, device_id: int) -> dict:
         """Per-provider settings: TF32 on request only, cuDNN's exhaustive algorithm search."""
@@ -164,9 +174,7 @@ class OrtBackend(BaseBackend):
         providers = self._session.get_providers() if self._session else []
         details = {"providers": providers, "threads": self.threads or cpu_threads()}
         if self.provider == "tensorrt":
-            from styleship.runtime.backends.ort_trt import FP16_NOTE, TF32_NOTE
+            from styleship.runtime.backends.ort_trt import TF32_NOTE
 
             details |= {"tf32": TF32_NOTE, "profile_sizes": list(self.trt_sizes)}
-            if self.precision == "fp16":
-                details["fp16"] = FP16_NOTE
         return details

@@ -4,12 +4,13 @@
   engine for the shapes it has seen and rebuilds whenever an input leaves
   that range (minutes at full width). Giving it `build`'s nested profiles
   (runtime/engines.py) builds once for every size up to the largest.
-* fp16: from the bundle's fp16 graph, whose fp32 islands keep the variance
-  and covariance sums from overflowing. The provider's `trt_fp16_enable`
-  stays off: it is TensorRT's weak-typing FP16 flag, which may run any layer,
-  the islands included, in fp16. The provider builds weakly typed, so how
-  much of the fp16 graph really runs in fp16 is for a GPU run to show (its
-  time beside fp32's); the result is right either way.
+* fp32 only. The provider builds weakly typed networks (its documented
+  options have no strongly-typed switch), so fp16 would be one of two wrong
+  things: with `trt_fp16_enable` TensorRT may run any layer in fp16, the fp32
+  islands that keep variance and covariance sums from overflowing included;
+  without it, the fp16 graph's layers may run fp32 kernels, and an "fp16" row
+  would time fp32. Neither can be read back from the provider, so it refuses
+  fp16 in one line; the native `tensorrt` backend builds fp16 strongly typed.
 * fp32 runs with TF32: TensorRT enables it by default and the provider has
   no option to clear it, so the backend's info says so beside every number.
 * Caches: ORT never invalidates its engine cache when the model, ORT,
@@ -25,9 +26,9 @@ from styleship.runtime.bundle import Bundle
 from styleship.runtime.engines import BUILD_MAX_BATCH, BUILD_SIZES, profiles
 
 TF32_NOTE = "on: ONNX Runtime's TensorRT provider has no option to turn TF32 off"
-FP16_NOTE = (
-    "the fp16 graph's types with TensorRT's FP16 flag off: weak typing may run some fp16 "
-    "layers in fp32, never the fp32 islands in fp16"
+FP16_REFUSED = (
+    "ort-trt runs fp32 only: ONNX Runtime's TensorRT provider builds weakly typed, so an fp16 "
+    "row could not say which layers ran fp16; the tensorrt backend builds fp16 strongly typed"
 )
 
 
@@ -84,7 +85,7 @@ def provider_options(
     """The TensorrtExecutionProvider options for this graph (the precision is the file's)."""
     return {
         "device_id": device_id,
-        "trt_fp16_enable": False,  # fp16 comes from the fp16 graph's types (module docstring)
+        "trt_fp16_enable": False,  # weak typing's FP16 flag: never (module docstring)
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": str(cache_dir),
         "trt_timing_cache_enable": True,

@@ -69,6 +69,11 @@ class TensorRTBackend(BaseBackend):
         self._graph_off = ""  # why captures stopped, once one failed
         self._index = 0
 
+    @property
+    def profiles(self) -> list | None:
+        """The loaded engine's optimisation profiles (runtime/engines.py `check_fits`)."""
+        return getattr(self, "_profiles", None)
+
     def _device_index(self, device: str) -> int:
         if not device.startswith("cuda"):
             raise BackendUnavailable(f"TensorRT runs on a CUDA GPU, not {device}")
@@ -99,7 +104,9 @@ class TensorRTBackend(BaseBackend):
         self.check_io_names(
             [n for n in names if is_input[n]], [n for n in names if not is_input[n]], path
         )
-        self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
+        self._dtypes = {
+            n: _numpy_dtype(trt, self._engine.get_tensor_dtype(n), n, path) for n in names
+        }
         self._context = _create_context(trt, self._engine)
         if self._context is None:
             raise ModelError(
@@ -118,7 +125,11 @@ class TensorRTBackend(BaseBackend):
         self._release_buffers()
         index = pick_profile(self._profiles, dict(shapes))
         if index != self._profile:
-            self._context.set_optimization_profile_async(index, self._stream.handle)
+            if not self._context.set_optimization_profile_async(index, self._stream.handle):
+                raise ModelError(
+                    f"TensorRT refused optimisation profile {index} for shapes {dict(shapes)} "
+                    "(see the TensorRT log above)"
+                )
             self._profile = index
         for name, arr in inputs.items():
             if not self._context.set_input_shape(name, arr.shape):
@@ -197,6 +208,18 @@ class TensorRTBackend(BaseBackend):
         if self._graph_off:
             details["cuda_graph_off"] = self._graph_off
         return details
+
+
+def _numpy_dtype(trt, dtype, name: str, path: Path) -> np.dtype:
+    """The NumPy type of an engine tensor. `trt.nptype` knows none for BF16 or FP8 I/O and
+    raises TypeError; that is one line saying so (styleship's graphs take and give fp32)."""
+    try:
+        return np.dtype(trt.nptype(dtype))
+    except TypeError:
+        raise ModelError(
+            f"{path.name}: tensor {name!r} is {dtype}, which NumPy has no type for; "
+            "styleship engines take and give fp32 (rebuild from the bundle's own graphs)"
+        ) from None
 
 
 def _create_context(trt, engine):
