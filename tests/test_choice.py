@@ -9,6 +9,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import ASSETS, run_cli
 
 from styleship.errors import BackendUnavailable, InputError
 from styleship.runtime import choice as ch
@@ -16,7 +17,6 @@ from styleship.runtime import image as im
 from styleship.runtime.backends import available_backends
 from styleship.runtime.bundle import Bundle
 from styleship.runtime.stylizer import Stylizer
-from tests.conftest import ASSETS, run_cli
 
 STVAE = ASSETS / "models/stvae-demo.stvae"
 VQVAE = ASSETS / "models/vqvae-demo.vqvae"

@@ -273,6 +273,7 @@ def stand_ins(bundle_copy, monkeypatch):
             engines[engine_name(graph, "fp32")] = {
                 "onnx": f"{graph}.onnx",
                 "onnx_sha256": bundle.manifest["files"][f"{graph}.onnx"],
+                "weights_sha256": bundle.manifest["files"].get("weights.bin"),
                 "profiles": profiles(bundle.graph(graph), sizes, batch, 16),
             }
         record = {

@@ -139,8 +139,10 @@ def check_stylizer_engines(stylizer, max_batch: int, max_side: int | None) -> No
     (batch 1), its stylizer at `max_batch` and `max_side`."""
     multiple = stylizer.bundle.style_multiple
     side = -(-stylizer.style_size // multiple) * multiple
-    if stylizer._encoder is not None:
-        check_fits(getattr(stylizer._encoder, "profiles", None), "style encoder", 1, side)
+    fixed = getattr(stylizer.engine, "profiles", None) is not None  # engines with profiles
+    if stylizer.bundle.has_style_input and (fixed or stylizer._encoder is not None):
+        encoder = stylizer.open_encoder()  # opened now, not at the first style, to check it
+        check_fits(getattr(encoder, "profiles", None), "style encoder", 1, side)
     multiple = stylizer.bundle.manifest.get("normalisation", {}).get("size_multiple", 8)
     padded = -(-max_side // multiple) * multiple if max_side else None  # as contents are
     check_fits(getattr(stylizer._stylizer, "profiles", None), "stylizer", max_batch, padded)

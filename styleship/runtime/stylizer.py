@@ -218,10 +218,15 @@ class Stylizer(TilingMixin):
         rgb = im.resize_max_side(rgb, self.style_size)
         im.check_min_size(rgb, label)
         padded = im.pad_to_multiple(rgb, self.bundle.style_multiple)
+        encoder = self.open_encoder()
+        return encoder.run(self._feed(encoder, {"style": im.to_nchw(padded)}))
+
+    def open_encoder(self):
+        """The style encoder's engine, opened on first use (or by an engine check)."""
         with self._encoder_lock:
             if self._encoder is None:
                 self._encoder = self._open("style_encoder")
-        return self._encoder.run(self._feed(self._encoder, {"style": im.to_nchw(padded)}))
+        return self._encoder
 
     def mixed_code(
         self, styles: Sequence[Source], weights: Sequence[float] | None = None
