@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from styleship.runtime.choice import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = [
@@ -147,7 +148,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     side_by_side(photos, outs, args.out / "side_by_side.jpg")
     result = {
-        "machine": {"cpu": platform.processor(), "cores": os.cpu_count()},
+        "machine": machine(),
         "photos": [list(cv2.imread(str(p)).shape[:2]) for p in photos],
         "engine": engine,
         "first_run": {k: v for k, v in first.items() if k != "log"},

@@ -102,8 +102,9 @@ def test_style_encoder_takes_any_size_and_matches_the_original_at_256(bundle, st
     square = resized(styles[0], 256, 256)
     ref = predict.run(None, {"style_image": _nhwc(square)})[0].reshape(1, 100)
     with Stylizer(bundle, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
-        code = st._encoder.run({"style": square[None]})["style_code"]
-        wide = st._encoder.run({"style": resized(styles[0], 240, 424)[None]})["style_code"]
+        encoder = st.open_encoder()
+        code = encoder.run({"style": square[None]})["style_code"]
+        wide = encoder.run({"style": resized(styles[0], 240, 424)[None]})["style_code"]
     cos = float((code @ ref.T)[0, 0] / (np.linalg.norm(code) * np.linalg.norm(ref)))
     assert cos > 0.999 and wide.shape == (1, 100)
 

@@ -333,7 +333,7 @@ def test_a_graph_that_cannot_be_counted_is_recorded_not_fatal(tmp_path):
     x = {"name": "x", "shape": ["batch", 3, "height", "width"], "kind": "content"}
     y = {"name": "y", "shape": ["batch", 3, "height", "width"], "kind": "image"}
     graphs = {"stylizer": {"inputs": [x], "outputs": [y], "files": {"fp32": path.name}}}
-    bundle = Bundle(tmp_path, {"graphs": graphs})
+    bundle = Bundle(tmp_path, {"name": "m", "family": "stvae", "graphs": graphs})
     counter = roofline.FlopCounter({"m": bundle})
     assert counter.per_image("m", "stylizer", 8) is None
     assert "no shape for 'm'" in counter.errors["m stylizer 8"]

@@ -10,19 +10,9 @@ from pathlib import Path
 from styleship import __version__
 from styleship.doctor import PACKAGES, gpus, package_version
 from styleship.runtime.backends.ort import cpu_threads
+from styleship.runtime.choice import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (Linux), else platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_flags() -> list[str]:
