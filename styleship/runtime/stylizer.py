@@ -23,6 +23,7 @@ from styleship.runtime.backends import create_backend, default_device
 from styleship.runtime.bundle import Bundle
 from styleship.runtime.choice import Choice, choose
 from styleship.runtime.engines import check_stylizer_engines
+from styleship.runtime.files import FileResult, stylize_files
 from styleship.runtime.style_bank import parse_spec
 from styleship.runtime.style_cache import StyleCache, default_cache_dir
 from styleship.runtime.styles import mix_codes, unknown_style
@@ -41,16 +42,6 @@ class Job:
     code: dict[str, np.ndarray]
     alpha: float = 1.0
     preserve_color: bool = False
-
-
-@dataclass
-class FileResult:
-    """One content file's outcome in a batch run."""
-
-    input: Path
-    output: Path | None
-    error: str | None = None
-    tiling: dict | None = None  # Stylizer.last_tiling for this file
 
 
 def _key(src: Source) -> str:
@@ -387,28 +378,6 @@ class Stylizer(TilingMixin):
         on_done: Callable[[FileResult], None] | None = None,
         **options,
     ) -> list[FileResult]:
-        """Stylize many files into `out_dir`; a bad file is recorded and skipped."""
-        out_dir = Path(out_dir)
-        if not out_dir.is_dir():
-            raise InputError(f"output directory does not exist: {out_dir}")
-        if not os.access(out_dir, os.W_OK):
-            raise InputError(f"output directory is not writable: {out_dir}")
-        inputs = {Path(c).resolve() for c in contents}
-        results = []
-        for content in contents:
-            content = Path(content)
-            out_ext = ext or (
-                content.suffix.lower() if content.suffix.lower() in im.WRITE_EXTENSIONS else ".png"
-            )
-            target = out_dir / f"{content.stem}{suffix}{out_ext}"
-            try:
-                if target.resolve() in inputs:
-                    raise InputError(f"output {target} would overwrite an input")
-                im.write_image(target, self.stylize(content, **options))
-                result = FileResult(content, target, tiling=self.last_tiling)
-            except StyleshipError as exc:
-                result = FileResult(content, None, str(exc))
-            results.append(result)
-            if on_done:
-                on_done(result)
-        return results
+        """Stylize many files into `out_dir`; a bad file is recorded and skipped
+        (runtime/files.py)."""
+        return stylize_files(self, contents, out_dir, suffix, ext, on_done, **options)
