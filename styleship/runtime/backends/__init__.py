@@ -21,7 +21,6 @@ __all__ = [
     "BackendInfo",
     "BaseBackend",
     "available_backends",
-    "best_available",
     "create_backend",
 ]
 
@@ -108,8 +107,6 @@ BACKENDS: dict[str, BackendEntry] = {
         _module_probe("torch", "torch"),
     ),
 }
-# What `Stylizer` picks when not told: the fastest engine that needs no build step.
-DEFAULT_PREFERENCE = ("ort-cuda", "ort-cpu")
 
 
 def _entry(name: str) -> BackendEntry:
@@ -137,12 +134,3 @@ def default_device(name: str) -> str:
 def available_backends() -> dict[str, str | None]:
     """Backend name -> None if usable here, else the reason it is not."""
     return {name: entry.probe() for name, entry in BACKENDS.items()}
-
-
-def best_available(preference: tuple[str, ...] = DEFAULT_PREFERENCE) -> str:
-    status = available_backends()
-    for name in preference:
-        if status.get(name) is None:
-            return name
-    reasons = "; ".join(f"{n}: {status.get(n)}" for n in preference)
-    raise BackendUnavailable(f"no inference backend is available ({reasons})")
