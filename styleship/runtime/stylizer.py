@@ -23,7 +23,7 @@ from styleship.runtime.backends import create_backend, default_device
 from styleship.runtime.bundle import Bundle
 from styleship.runtime.choice import Choice, choose
 from styleship.runtime.engines import check_stylizer_engines
-from styleship.runtime.files import FileResult, stylize_files
+from styleship.runtime.files import stylize_files
 from styleship.runtime.style_bank import parse_spec
 from styleship.runtime.style_cache import StyleCache, default_cache_dir
 from styleship.runtime.styles import mix_codes, unknown_style
@@ -369,15 +369,5 @@ class Stylizer(TilingMixin):
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA)
         return im.Image(rgb=result, alpha=alpha, bit_depth=src.bit_depth)
 
-    def stylize_files(
-        self,
-        contents: Sequence[Path],
-        out_dir: Path,
-        suffix: str = "",
-        ext: str | None = None,
-        on_done: Callable[[FileResult], None] | None = None,
-        **options,
-    ) -> list[FileResult]:
-        """Stylize many files into `out_dir`; a bad file is recorded and skipped
-        (runtime/files.py)."""
-        return stylize_files(self, contents, out_dir, suffix, ext, on_done, **options)
+    # Many files into a folder, a bad file recorded and skipped (runtime/files.py).
+    stylize_files = stylize_files
