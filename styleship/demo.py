@@ -85,7 +85,7 @@ def _run_bundle(bundle: Path, contents, styles, out_dir: Path, backend: str | No
         seconds = time.perf_counter() - start
         family, untrained = st.bundle.family, st.bundle.untrained
         note = st.bundle.manifest["weights"].get("note")
-        engine = {"backend": st.backend_name, "precision": st.precision, "reason": st.choice.reason}
+        engine = st.choice.brief()
     sheet = contact_sheet(
         [im.read_image(c).rgb for c in contents], [im.read_image(s).rgb for s in styles], grid
     )

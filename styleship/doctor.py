@@ -61,12 +61,7 @@ def engine_choices(bundles: list[str]) -> dict:
     chosen = {}
     for path in bundles:
         choice = choose(Bundle.load(path))
-        chosen[str(path)] = {
-            "backend": choice.backend,
-            "precision": choice.precision,
-            "reason": choice.reason,
-            "quality": choice.quality,
-            "source": choice.source,
+        chosen[str(path)] = choice.brief() | {
             "measured": choice.measured,
             "skipped": choice.skipped,
         }

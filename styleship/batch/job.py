@@ -176,12 +176,7 @@ def run_batch(
         "skipped": skipped,
         "processed": processed,
         "seconds": round(elapsed, 2),
-        "engine": {
-            "backend": choice.backend,
-            "precision": choice.precision,
-            "reason": choice.reason,
-            "source": choice.source,
-        },
+        "engine": choice.brief(),
         **runner,
     }
     if runner.get("run_s"):

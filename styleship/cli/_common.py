@@ -83,9 +83,7 @@ def note(message: str) -> None:
 
 def choice_json(choice) -> dict:
     """The parts of a runtime.choice.Choice a command reports (a dict passes as it is)."""
-    if isinstance(choice, dict):
-        return choice
-    return {k: getattr(choice, k) for k in ("backend", "precision", "reason", "quality", "source")}
+    return choice if isinstance(choice, dict) else choice.brief()
 
 
 def engine_line(choice) -> str:

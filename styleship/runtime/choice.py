@@ -96,9 +96,11 @@ class Choice:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    def summary(self) -> str:
-        """One line for banners and logs."""
-        return f"{self.backend} {self.precision}: {self.reason}"
+    def brief(self) -> dict:
+        """What commands report of a choice: the pair, why, its quality, where it came from."""
+        return {
+            k: getattr(self, k) for k in ("backend", "precision", "reason", "quality", "source")
+        }
 
 
 def _psnr(record: dict) -> float | None:
@@ -220,7 +222,9 @@ def cache_dir() -> Path:
     return default_cache_dir().parent / "choices"
 
 
-def _probe_feed(engine, side: int, batch: int, fixed: tuple[int, int] | None) -> dict:
+def probe_feed(engine, side: int, batch: int = 1, fixed: tuple[int, int] | None = None) -> dict:
+    """Inputs for timing or measuring a loaded stylizer engine: a seeded random side² content
+    (or the graph's fixed size), α 1, and every code tensor filled with 0.1."""
     h, w = fixed or (side, side)
     rng = np.random.default_rng(0)
     feed = {}
@@ -244,7 +248,7 @@ def time_pair(
 
     with create_backend(backend) as engine:
         engine.load(bundle, "stylizer", default_device(backend), precision)
-        feed = _probe_feed(engine, side, batch, bundle.fixed_size)
+        feed = probe_feed(engine, side, batch, bundle.fixed_size)
         for _ in range(WARM_UP):
             engine.run(feed)
         samples = []
@@ -307,22 +311,20 @@ def choose(
     backend: str | None = None,
     precision: str | None = None,
     log: Log | None = None,
-    refresh: bool = False,
 ) -> Choice:
     """The fastest cleared pair here, within what the caller fixed (a backend, a precision).
 
-    Both fixed: no measurement. A cached choice is reused unless `refresh`.
+    Both fixed: no measurement. A cached choice is reused.
     """
     if backend and precision:
         return Choice(backend, precision, "given (--backend and --precision)", source="given")
     scope = {"backend": backend, "precision": precision}
     key = cache_key(bundle, scope)
     path = cache_dir() / f"{key}.json"
-    if not refresh:
-        cached = _read(path)
-        if cached is not None:
-            cached.source = "cached"
-            return cached
+    cached = _read(path)
+    if cached is not None:
+        cached.source = "cached"
+        return cached
     found, skipped = candidates(bundle, (backend,) if backend else None, precision)
     if not found:
         asked = " ".join(x for x in (backend, precision) if x) or "any backend"

@@ -107,25 +107,14 @@ def _measure_here(bundle: str, backend: str, precision: str, side: int) -> dict:
     """In this (fresh) process: the stylizer graph's peak RSS growth per pixel at side²."""
     from styleship.runtime.backends import create_backend
     from styleship.runtime.bundle import Bundle
+    from styleship.runtime.choice import probe_feed
 
     b = Bundle.load(bundle)
     engine = create_backend(backend)
     engine.load(b, "stylizer", precision=precision)
 
-    def feed(n: int) -> dict:
-        out = {}
-        for name, spec in engine.inputs().items():
-            if spec.kind == "content":
-                out[name] = np.random.default_rng(0).random((1, 3, n, n), dtype=np.float32)
-            elif spec.kind == "strength":
-                out[name] = np.ones(1, np.float32)
-            else:
-                shape = [1 if isinstance(d, str) else d for d in spec.shape]
-                out[name] = np.full(shape, 0.1, np.dtype(spec.dtype))
-        return out
-
-    engine.run(feed(64))
-    big = feed(side)
+    engine.run(probe_feed(engine, 64))
+    big = probe_feed(engine, side)
     with PeakMemory() as mem:
         engine.run(big)
     engine.close()
