@@ -6,8 +6,10 @@ style is. A pretrained style network (Magenta's, imported with
 `styleship import magenta`) can show it instead: for every (content crop,
 style crop) pair the teacher's output is a target the student is pulled
 toward (pixel and feature terms in `train/recipes.py`). The teacher runs
-without gradients on ONNX Runtime or OpenVINO in fp32, whatever the student
-trains on.
+without gradients in fp32 on ONNX Runtime unless told otherwise: never on the
+engine a timing picks, because the engines round the teacher's int8 layers
+differently (28.5 dB apart for Magenta), and the targets of a seeded run must
+not depend on which engine was faster that day.
 
 The teacher also mints extra style images: a training photo stylized with a
 random mix of two training paintings' codes, its hue turned and saturation
@@ -39,7 +41,7 @@ def recolour(rgb: np.ndarray, hue_degrees: float, saturation: float) -> np.ndarr
 class Teacher:
     """Targets for batches of (content, style) crops from a bundle, in fp32, no gradients."""
 
-    def __init__(self, bundle: str | Path, backend: str | None = None) -> None:
+    def __init__(self, bundle: str | Path, backend: str = "ort-cpu") -> None:
         self.stylizer = Stylizer(bundle, backend=backend, precision="fp32", cache_dir=None)
         if not self.stylizer.bundle.has_style_input:
             raise InputError(
