@@ -37,6 +37,7 @@ from styleship.runtime.sheet import contact_sheet
 from styleship.runtime.stylizer import Stylizer
 
 HELDOUT = Path(__file__).resolve().parent.parent / "assets" / "heldout"
+BEST = "best"
 EXTS = (".jpg", ".jpeg", ".png")
 
 
@@ -44,8 +45,15 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTS)
 
 
-def stylize_pairs(bundle: Path, pairs, side: int) -> list[np.ndarray]:
-    with Stylizer(bundle, backend="ort-cpu", precision="fp32", cache_dir=None) as st:
+def _stylizer(bundle: Path, backend: str) -> Stylizer:
+    """`best`: the engine and precision a user gets by default here; else `backend` fp32."""
+    if backend == BEST:
+        return Stylizer(bundle, cache_dir=None)
+    return Stylizer(bundle, backend=backend, precision="fp32", cache_dir=None)
+
+
+def stylize_pairs(bundle: Path, pairs, side: int, backend: str = "ort-cpu") -> list[np.ndarray]:
+    with _stylizer(bundle, backend) as st:
         return [st.stylize(c, s, max_size=side, tile=None).rgb for c, s in pairs]
 
 
@@ -74,12 +82,13 @@ def score(name: str, outputs, teacher_outputs, pairs, stick: Yardstick, side: in
     }
 
 
-def time_bundle(bundle: Path, backend: str, calls: int = 15) -> float:
-    """Median seconds of one end-to-end 512x512 stylize, style code cached."""
+def time_bundle(bundle: Path, backend: str, calls: int = 15) -> tuple[float, str]:
+    """Median seconds of one end-to-end 512x512 stylize, style code cached, and the engine."""
     rng = np.random.default_rng(0)
     photo = im.Image(rng.random((512, 512, 3), dtype=np.float32))
     style = _images(HELDOUT / "styles")[0]
-    with Stylizer(bundle, backend=backend, precision="fp32", cache_dir=None) as st:
+    with _stylizer(bundle, backend) as st:
+        engine = f"{st.backend_name} {st.precision}"
         for _ in range(3):
             st.stylize(photo, style, tile=None)
         times = []
@@ -87,7 +96,7 @@ def time_bundle(bundle: Path, backend: str, calls: int = 15) -> float:
             t0 = time.perf_counter()
             st.stylize(photo, style, tile=None)
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), engine
 
 
 def write_sheet(path: Path, models, outputs, contents, styles) -> None:
@@ -101,10 +110,17 @@ def write_sheet(path: Path, models, outputs, contents, styles) -> None:
     im.write_image(path, im.Image(sheet))
 
 
+def _ms_cell(row: dict, backend: str) -> str:
+    if backend not in row.get("ms", {}):
+        return "-"
+    ms = f"{row['ms'][backend]:.1f}"
+    return f"{ms} ({row['engines'][backend]})" if backend == BEST else ms
+
+
 def markdown(result: dict) -> str:
     backends = result.get("timing_backends", [])
     head = "| model | style gain | content SSIM | style match (floor) |"
-    head += "".join(f" ms @512² {b} fp32 |" for b in backends)
+    head += "".join(f" ms @512² {b if b == BEST else b + ' fp32'} |" for b in backends)
     lines = [head, "|---" * (4 + len(backends)) + "|"]
     for r in result["rows"]:
         cells = [
@@ -113,7 +129,7 @@ def markdown(result: dict) -> str:
             f"{r['content_ssim']:.3f}",
             f"{r['style_match']:.3f} ({r['floor']:.3f})",
         ]
-        cells += [f"{r['ms'][b]:.1f}" if b in r.get("ms", {}) else "-" for b in backends]
+        cells += [_ms_cell(r, b) for b in backends]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -125,7 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side", type=int, default=384, help="long side of the held-out photos")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--time", action="store_true", help="also time each bundle at 512x512")
-    ap.add_argument("--backends", default="openvino,ort-cpu")
+    ap.add_argument(
+        "--backends",
+        default=f"{BEST},openvino,ort-cpu",
+        help=f"engines to time; {BEST}: what stylize picks by default on this machine",
+    )
+    ap.add_argument(
+        "--default-path",
+        action="store_true",
+        help="also score each model's outputs from the default engine (rows NAME@default)",
+    )
     ap.add_argument("--sheet", type=Path, help="write a contact sheet of all outputs here")
     args = ap.parse_args(argv)
     contents, styles = _images(HELDOUT / "content"), _images(HELDOUT / "styles")
@@ -136,12 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     outputs = {name: stylize_pairs(path, pairs, args.side) for name, path in models}
     rows = [score(n, outputs[n], outputs["teacher"], pairs, stick, args.side) for n, _ in models]
+    if args.default_path:  # what users get: each model on its default engine, same yardstick
+        for name, path in models:
+            out = stylize_pairs(path, pairs, args.side, BEST)
+            rows.append(score(f"{name}@default", out, outputs["teacher"], pairs, stick, args.side))
     if args.sheet:
         write_sheet(args.sheet, models, outputs, contents, styles)
     backends = args.backends.split(",") if args.time else []
     for (_, path), row in zip(models, rows):
         row["bundle"] = str(path)
-        row["ms"] = {b: 1000 * time_bundle(path, b) for b in backends}
+        timed = {b: time_bundle(path, b) for b in backends}
+        row["ms"] = {b: 1000 * t for b, (t, _) in timed.items()}
+        row["engines"] = {b: engine for b, (_, engine) in timed.items()}
     result = {
         "pairs": len(pairs),
         "side": args.side,

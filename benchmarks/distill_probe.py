@@ -24,6 +24,21 @@ from styleship.train.trainer import Trainer
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _with_hint_adapters(init: Path, stem: Path) -> Path:
+    """`init` with seeded, fresh hint adapters (STVAEConfig.hints), saved as `stem`."""
+    import torch
+
+    from styleship.models.checkpoint import load_checkpoint, save_checkpoint
+    from styleship.models.stvae import hint_adapters
+
+    model, meta = load_checkpoint(init)
+    torch.manual_seed(0)
+    model.hint_adapters = hint_adapters(model.config.width)
+    model.config = type(model.config)(**{**model.config.to_dict(), "hints": True})
+    save_checkpoint(stem, meta["family"], model, meta["weights"], meta.get("training", {}))
+    return stem
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("family", choices=["stvae", "vqvae"])
@@ -32,9 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--weights", default="{}", help="JSON: loss weights over distill-demo's")
     ap.add_argument("--teacher", type=Path, default=ROOT / "build/train/magenta.magenta")
+    ap.add_argument(
+        "--hints",
+        action="store_true",
+        help="ST-VAE: add fresh 1x1 hint adapters to the checkpoint (use with a 'hint' weight)",
+    )
     args = ap.parse_args(argv)
     weights = {**PRESETS[args.family, "distill-demo"].weights, **json.loads(args.weights)}
     shutil.rmtree(args.out, ignore_errors=True)
+    init = args.init
+    if args.hints:
+        init = _with_hint_adapters(args.init, args.out.parent / f"{args.out.name}-init")
     overrides = {
         "steps": args.steps,
         "phase1": 0.0,
@@ -51,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         preset="distill-demo",
         overrides=overrides,
         seed=0,
-        init=args.init,
+        init=init,
         teacher=args.teacher,
     )
     final = trainer.run()

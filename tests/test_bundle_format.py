@@ -18,8 +18,9 @@ from styleship.errors import ModelError
 
 SHIPPED = sorted((ASSETS / "models").glob("*.*"))
 # The bar, in bytes of the graphs, their weights and the manifest (the checkpoint,
-# which only the torch comparison backend reads, is counted apart below).
-LIMITS = {"stvae-demo.stvae": 8_000_000, "vqvae-demo.vqvae": 15_000_000}
+# which only the torch comparison backend reads, is counted apart below). The warm-started
+# VQ-VAE carries Magenta's MobileNet-v2 style predictor: 2.2 M of its 2.4 M parameters.
+LIMITS = {"stvae-demo.stvae": 8_000_000, "vqvae-demo.vqvae": 19_000_000}
 
 
 def _graph_files(path: Path) -> list[str]:
@@ -59,7 +60,8 @@ def test_upgrade_changed_no_graph(path):
     m = Bundle.load(path).manifest
     recorded = m["external_data"]["embedded_sha256"]
     assert recorded == {f: embedded_sha256(path / f) for f in _graph_files(path)}
-    assert recorded == m["upgraded_from"]["graph_sha256"]
+    if "upgraded_from" in m:  # written by `styleship upgrade` from a version-1 bundle
+        assert recorded == m["upgraded_from"]["graph_sha256"]
 
 
 def _feed(bundle: Bundle, graph: str) -> dict[str, np.ndarray]:

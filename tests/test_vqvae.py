@@ -103,7 +103,11 @@ def test_bundle_records_codebook_and_code_parity(vq_bundle):
     assert {r["size"] for r in codes} == {256, 384} and all(r["agreement"] == 1.0 for r in codes)
     onnx = pytest.importorskip("onnx")
     ops = {n.op_type for n in onnx.load(str(vq_bundle / "stylizer.onnx")).graph.node}
-    assert {"MatMul", "ArgMax", "Gather"} <= ops
+    assert "ReduceMax" in ops and not ops & {"Gather", "MatMul", "ArgMax"}  # codes by Conv
+    nodes = onnx.load(str(vq_bundle / "content_codes.onnx")).graph.node
+    argmax = next(n for n in nodes if n.op_type == "ArgMax")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in argmax.attribute}
+    assert attrs["axis"] == 1  # over the K code channels
     assert not ops & {"OneHot", "Einsum", "NonZero", "CDist", "RandomNormalLike"}
 
 

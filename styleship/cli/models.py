@@ -54,7 +54,8 @@ def train(
     ),
     preset: str = typer.Option(
         "demo",
-        help="demo (CPU), paper (the papers'), distill-demo or distill (need --teacher).",
+        help="demo (CPU), paper (the papers'), distill-demo, distill or warm-demo (VQ-VAE from "
+        "the teacher's own layers); the last three need --teacher.",
     ),
     steps: int = typer.Option(None, help="Override the preset's step count."),
     size: int = typer.Option(None, help="Override the crop size (multiple of 8)."),

@@ -219,6 +219,7 @@ def export_bundle(
     model, meta = load_checkpoint(checkpoint)
     family = get_family(meta["family"])
     graphs = family.graphs(model.config)
+    declared = family.declare(model.config)
     contents, styles = parity_images or default_parity_images()
     if len(contents) < 2 or len(styles) < 2:
         raise InputError("the parity check needs two content and two style images")
@@ -239,7 +240,9 @@ def export_bundle(
             "output": "RGB float32 NCHW in [0, 1]",
             "size_multiple": im.MULTIPLE,
             "min_side": im.MIN_SIDE,
+            **declared.get("normalisation", {}),
         },
+        strength=declared.get("strength"),
         style_code=family.style_code,
         opset=OPSET,
         exporter=EXPORTER,

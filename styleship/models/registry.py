@@ -44,6 +44,12 @@ class FamilySpec:
     style_code: dict[str, str]
     # model -> family-specific facts for the manifest (e.g. codebook usage)
     summary: Callable[[nn.Module], dict]
+    # config -> manifest fields the config decides: `strength` (how α applies, when the
+    # stylizer graph takes none) and `normalisation` entries (e.g. the style size multiple)
+    declare: Callable[[object], dict] = lambda config: {}
+    # (config, teacher bundle or None, training images, seed) -> (model, provenance), or
+    # None when the config starts from scratch (train/trainer.py then calls `create`)
+    warm_start: Callable[..., tuple[nn.Module, dict] | None] = lambda *args: None
 
     def config_from_dict(self, data: dict):
         known = {f.name for f in fields(self.config_cls)}

@@ -30,6 +30,9 @@ class STVAEConfig:
     width: float = 1.0
     z_dim: int = 256
     matrix_size: int = 32
+    # Training aid: 1×1 adapters from three decoder stages to a Magenta teacher's
+    # activations (feature hints, train/recipes.py); no exported graph uses them.
+    hints: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,14 +51,29 @@ class Decoder(nn.Module):
         self.pad = nn.ReflectionPad2d(1)
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hints: list | None = None) -> torch.Tensor:
+        """With `hints`, also appends the outputs of conv15 (1/4 scale), conv17 (1/2) and
+        conv18 (full), the stages where a Magenta teacher has activations too."""
         for i in range(11, 20):
             x = getattr(self, f"conv{i}")(self.pad(x))
             if i < 19:
                 x = torch.relu(x)
+            if hints is not None and i in HINT_CONVS:
+                hints.append(x)
             if i in (11, 15, 17):
                 x = self.up(x)
         return x
+
+
+HINT_CONVS = (15, 17, 18)
+# The Magenta teacher's widths at those scales (models/magenta_net.py: residual, up1, up2).
+HINT_TARGETS = (32, 16, 8)
+
+
+def hint_adapters(width: float) -> nn.ModuleList:
+    """1×1 convolutions from the decoder's hint stages to the teacher's channel counts."""
+    c1, c2, c3 = (scaled(c, width) for c in (64, 128, 256))
+    return nn.ModuleList(nn.Conv2d(c, t, 1) for c, t in zip((c3, c2, c1), HINT_TARGETS))
 
 
 class CNN(nn.Module):
@@ -128,6 +146,8 @@ class STVAE(nn.Module):
         channels = self.encoder.out_channels
         self.transform = MulLayer(channels, config.z_dim, config.matrix_size)
         self.decoder = Decoder(config.width)
+        if config.hints:
+            self.hint_adapters = hint_adapters(config.width)
 
     def encode_style(self, style: torch.Tensor) -> dict[str, torch.Tensor]:
         """Style image -> style code (see the module docstring)."""
@@ -150,6 +170,7 @@ class STVAE(nn.Module):
         style_sigma: torch.Tensor,
         style_matrix: torch.Tensor,
         alpha: torch.Tensor,
+        hints: list | None = None,
     ) -> torch.Tensor:
         """Content image + style code + strength α (B,) -> image in [0, 1].
 
@@ -166,7 +187,7 @@ class STVAE(nn.Module):
         feat = torch.bmm(trans, compressed).reshape(b, -1, h, w)
         styled = t.unzip(feat) + s_mean
         a = alpha.reshape(b, 1, 1, 1)
-        return self.decoder(a * styled + (1 - a) * c_feat).clamp(0.0, 1.0)
+        return self.decoder(a * styled + (1 - a) * c_feat, hints).clamp(0.0, 1.0)
 
     def forward(
         self, content: torch.Tensor, style: torch.Tensor, alpha: torch.Tensor

@@ -35,6 +35,9 @@ class VQVAEConfig:
     decoder_blocks: int = 4
     ema_decay: float = 0.99
     commitment: float = 0.25
+    # "styleship": the encoder, style head and decoder below, trained from scratch;
+    # "magenta": Magenta's layers warm-started from a teacher bundle (vqvae_warm.py)
+    topology: str = "styleship"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -57,6 +57,14 @@ class Phase:
     #   -> (total, logged terms, output image)
     loss: Callable[..., tuple[torch.Tensor, Terms, torch.Tensor]]
     frozen_eval: Callable[[nn.Module], list[nn.Module]] = lambda m: []
+    # Submodules trained at SLOW_LR × the phase's rate (inherited layers that should move little).
+    slow: tuple[str, ...] = ()
+    # The phase's loss takes the teacher's output; with a "hint" weight in the preset, the
+    # target is (image, the teacher's own activations) instead (train/teacher.py).
+    teacher: bool = False
+
+
+SLOW_LR = 0.1
 
 
 def _perceptual(ln, out, ref) -> torch.Tensor:
@@ -98,8 +106,10 @@ def _stvae_reconstruct(model, ln, c, s, p, target=None):
 
 def _stvae_transform(model, ln, c, s, p, target=None):
     w = p.weights
+    image, hints_t = target if isinstance(target, tuple) else (target, None)
     code, kl = model.encode_style_kl(s)
-    out = model.stylize(c, **code, alpha=torch.ones(c.shape[0], device=c.device))
+    hints: list[torch.Tensor] | None = [] if hints_t is not None else None
+    out = model.stylize(c, **code, alpha=torch.ones(c.shape[0], device=c.device), hints=hints)
     fo, fc, fs = ln(out), ln(c), ln(s)
     terms = {
         "content": L.content_loss(fo, fc, p.content_layers),
@@ -107,8 +117,11 @@ def _stvae_transform(model, ln, c, s, p, target=None):
         "gram": L.gram_loss(fo, fs),
         "kl": kl / c.shape[0],
         "tv": L.tv_loss(out),
-        **teacher_terms(ln, fo, out, target),
+        **teacher_terms(ln, fo, out, image),
     }
+    if hints is not None:  # conv15/17/18 against the teacher's residual5, up1, up2
+        pairs = zip(model.hint_adapters, hints, (hints_t[-3], hints_t[-2], hints_t[-1]))
+        terms["hint"] = sum(F.mse_loss(a(h), t) for a, h, t in pairs) / 3
     return _weighted(w, terms), terms, out
 
 
@@ -147,14 +160,40 @@ def _vqvae_stylize(model, ln, c, s, p, target=None):
     return _weighted(w, terms), terms, out
 
 
+def _vqvae_warm_distil(model, ln, c, s, p, target=None):
+    """Warm-started VQ-VAE: decode the quantised teacher features toward the teacher's output,
+    with hints (Romero et al. 2015, FitNets) on every residual block and expand stage. Student
+    and teacher share widths, so the hint adapters are the identity."""
+    image, hints_t = target
+    with torch.no_grad():
+        feats = model.encoder(c)
+    q = model.quantizer(feats)
+    hints: list[torch.Tensor] = []
+    out = model.decoder(q.quantized, model.style_head(s), hints)
+    terms = {
+        **teacher_terms(ln, ln(out), out, image),
+        "hint": sum(F.mse_loss(h, t) for h, t in zip(hints, hints_t)) / len(hints),
+        "commitment": q.commitment,
+    }
+    total = _weighted(p.weights, terms)
+    terms.update(perplexity=q.perplexity.detach(), codes=q.codes_in_use.float())
+    return total, terms, out
+
+
 def _params(*names: str) -> Callable[[nn.Module], list[nn.Parameter]]:
-    return lambda m: [p for n in names for p in getattr(m, n).parameters()]
+    """The parameters of the named submodules; a name ending in ? may be absent."""
+
+    def pick(m: nn.Module) -> list[nn.Parameter]:
+        mods = [getattr(m, n[:-1], None) if n.endswith("?") else getattr(m, n) for n in names]
+        return [p for mod in mods if mod is not None for p in mod.parameters()]
+
+    return pick
 
 
 PHASES: dict[str, tuple[Phase, Phase]] = {
     "stvae": (
         Phase("reconstruct", _params("decoder"), _stvae_reconstruct),
-        Phase("transform", _params("transform"), _stvae_transform),
+        Phase("transform", _params("transform", "hint_adapters?"), _stvae_transform, teacher=True),
     ),
     "vqvae": (
         Phase("reconstruct", lambda m: list(m.parameters()), _vqvae_reconstruct),
@@ -163,9 +202,31 @@ PHASES: dict[str, tuple[Phase, Phase]] = {
             _params("style_head", "decoder"),
             _vqvae_stylize,
             frozen_eval=lambda m: [m.quantizer],
+            teacher=True,
         ),
     ),
 }
+
+# The warm-started VQ-VAE (models/vqvae_warm.py): phase 1 lets the codebook follow the
+# features by EMA while the decoder adapts; phase 2 freezes it. The style predictor moves
+# at SLOW_LR; the contract layers stay the teacher's.
+WARM_PHASES = (
+    Phase("adapt", _params("decoder"), _vqvae_warm_distil, slow=("style_head",), teacher=True),
+    Phase(
+        "distil",
+        _params("decoder"),
+        _vqvae_warm_distil,
+        frozen_eval=lambda m: [m.quantizer],
+        slow=("style_head",),
+        teacher=True,
+    ),
+)
+
+
+def phases_for(family: str, config) -> tuple[Phase, Phase]:
+    """The phases that train `config`'s model: the family's, or the warm start's."""
+    return WARM_PHASES if getattr(config, "topology", None) == "magenta" else PHASES[family]
+
 
 # The official ST-VAE's style loss has a Gram term beside mean/std; the paper presets keep
 # one (relative, losses.gram_loss; untried here: no pretrained VGG-19 on these machines).
@@ -205,6 +266,7 @@ _DISTILL_TERMS = {
 }
 _STVAE_DISTILL_W = {**_STVAE_W, **_NO_GRAM, "content": 1.0, "style": 1.0, **_DISTILL_TERMS}
 _VQVAE_DISTILL_W = {**_VQVAE_W, **_NO_GRAM, "content": 0.5, "style": 1.0, **_DISTILL_TERMS}
+_WARM_W = {**_DISTILL_TERMS, "hint": 1.0, "commitment": 0.0}
 # Sized to about 30 minutes per family on a 2-core CPU (measured: docs/training.md).
 _DISTILL_DEMO = replace(_DEMO, size=160, phase1=0.3, minted_styles=400)
 # GPU-sized: the papers' crops and widths, teacher targets throughout phase 2.
@@ -240,4 +302,12 @@ PRESETS: dict[tuple[str, str], Preset] = {
         also_train=(("encoder",), ("encoder", "decoder")),
     ),
     ("vqvae", "distill"): replace(_DISTILL, lr=2e-4, weights=_VQVAE_DISTILL_W),
+    ("vqvae", "warm-demo"): replace(
+        _DISTILL_DEMO,
+        steps=1500,
+        phase1=0.2,
+        lr=2e-4,
+        config={"topology": "magenta", "codebook_size": 256, "code_dim": 32, "style_dim": 100},
+        weights=_WARM_W,
+    ),
 }

@@ -56,6 +56,27 @@ class Teacher:
             "backend": self.stylizer.backend_name,
             "precision": "fp32",
         }
+        self._twin = None
+
+    def hints(self, content: np.ndarray, style: np.ndarray) -> list:
+        """The teacher's own activations after each residual block and expand stage for
+        (B,3,H,W) crops (torch tensors), for feature hints (Romero et al. 2015, FitNets).
+
+        Runs a float torch twin of the bundle's graphs (models/magenta_net.py; equal to
+        them within 3e-4), so only a Magenta bundle has hints.
+        """
+        import torch
+
+        from styleship.models.magenta_net import load_magenta
+
+        if self._twin is None:
+            self._twin = load_magenta(self.provenance["path"])[:2]
+        contract, decoder = self._twin
+        codes = np.concatenate([self.code(s.transpose(1, 2, 0))["style_code"] for s in style])
+        out: list = []
+        with torch.no_grad():
+            decoder(contract(torch.from_numpy(content)), torch.from_numpy(codes), out)
+        return out
 
     def code(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
         """The teacher's style code of one H×W×3 picture."""

@@ -31,7 +31,7 @@ from styleship.models.registry import get_family
 from styleship.runtime import image as im
 from styleship.train.data import BatchMaker, FolderDataset
 from styleship.train.losses import LossNetwork
-from styleship.train.recipes import PHASES, PRESETS, Preset
+from styleship.train.recipes import PRESETS, SLOW_LR, Preset, phases_for
 
 CLIP_NORM = 1.0
 WARMUP = 0.05
@@ -134,7 +134,9 @@ class Trainer:
             else:
                 cfg = self.spec.config_from_dict({"width": p.width, **p.config})
                 vgg_for_model = vgg if family == "stvae" else None
-                self.model, created = self.spec.create(cfg, vgg_for_model, seed)
+                images = [*self.content.files, *self.style.files]
+                warm = self.spec.warm_start(cfg, teacher and Path(teacher), images, seed)
+                self.model, created = warm or self.spec.create(cfg, vgg_for_model, seed)
             note = (
                 (
                     "demo trained with seeded random VGG-19 features (pretrained weights "
@@ -155,6 +157,7 @@ class Trainer:
             if self.teacher and random_vgg:
                 self.weights["note"] = distilled_note(self.teacher.provenance["bundle"])
         self.model.to(self.device)
+        self.phases = phases_for(family, self.model.config)
         self._resume_state = state
         self.phase1_steps = round(p.phase1 * p.steps)
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -237,7 +240,7 @@ class Trainer:
     def _meta(self, step: int, phase: int, terms: dict, groups: list[dict]) -> dict:
         return {
             "step": step,
-            "phase": PHASES[self.spec.name][phase].name,
+            "phase": self.phases[phase].name,
             "phase_index": phase,
             "preset": self.preset_name,
             "settings": asdict(self.preset),
@@ -260,16 +263,19 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------
     def _phase_setup(self, index: int):
-        phase = PHASES[self.spec.name][index]
+        phase = self.phases[index]
         self.model.requires_grad_(False)
         params = phase.trainable(self.model)
         for name in self.preset.also_train[index]:
             known = {id(q) for q in params}
             params += [q for q in getattr(self.model, name).parameters() if id(q) not in known]
-        for param in params:
+        slow = [q for name in phase.slow for q in getattr(self.model, name).parameters()]
+        for param in (*params, *slow):
             param.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=self.preset.lr, weight_decay=0.0)
-        return phase, params, opt
+        groups = [{"params": params, "lr_scale": 1.0}]
+        groups += [{"params": slow, "lr_scale": SLOW_LR}] if slow else []
+        opt = torch.optim.AdamW(groups, lr=self.preset.lr, weight_decay=0.0)
+        return phase, [*params, *slow], opt
 
     def _sample(self, step: int, c, s, out) -> None:
         n = min(4, c.shape[0])
@@ -325,13 +331,15 @@ class Trainer:
             )
             lr = lr_at(p.lr, step - first, length)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             c_np, s_np = self.batches[0](step), self.batches[1](step)
             c, s = torch.from_numpy(c_np).to(self.device), torch.from_numpy(s_np).to(self.device)
             t0 = time.perf_counter()
             target = None
-            if self.teacher is not None and index == 1:  # the teacher runs on the CPU arrays
+            if self.teacher is not None and phase.teacher:  # the teacher runs on CPU arrays
                 target = torch.from_numpy(self.teacher(c_np, s_np)).to(self.device)
+                if "hint" in p.weights:
+                    target = (target, [h.to(self.device) for h in self.teacher.hints(c_np, s_np)])
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, terms, out = phase.loss(self.model, self.loss_net, c, s, p, target)
             opt.zero_grad(set_to_none=True)
