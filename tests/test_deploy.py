@@ -79,15 +79,19 @@ def test_fp16_parity_is_recorded_and_holds(fp16_bundle, contents, styles):
 
 
 def test_vq_lookup_stays_fp32(vq_bundle):
-    from styleship.export.fp16 import fp32_nodes
+    from styleship.export.fp16 import fp32_nodes, scopes
 
     model = onnx.load(str(vq_bundle / "fused.onnx"))
     kept = set(fp32_nodes(model))
     by_op = {}
     for n in model.graph.node:
         by_op.setdefault(n.op_type, []).append(n.name in kept)
-    for op in ("ArgMax", "Gather", "MatMul", "ReduceL2"):
+    # the distance (ReduceL2 of the l2-norm), best score (ReduceMax, GreaterOrEqual) and
+    # the two 1x1 Convs that score and look up the codes: called outside any module
+    for op in ("ReduceL2", "ReduceMax", "GreaterOrEqual"):
         assert all(by_op[op]), op
+    lookup = [n for n in model.graph.node if n.op_type == "Conv" and len(scopes(n)) == 2]
+    assert len(lookup) == 2 and all(n.name in kept for n in lookup)
     assert not all(by_op["Conv"])
 
 

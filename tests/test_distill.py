@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli, tiny_trainer
+from conftest import ROOT, TINY_CONFIG, run_cli, tiny_trainer
 
 from styleship.errors import InputError
 from styleship.runtime import image as im
@@ -148,3 +148,29 @@ def test_yardstick_sensitivity_ranks_blur_below_the_teacher(magenta_bundle, tmp_
         rows["teacher, Gaussian blur sigma 2 px"],
     )
     assert blur2 < blur1 < 1.0
+
+
+def test_stvae_hints_train_their_adapters_and_stay_out_of_the_graphs(
+    assets, magenta_bundle, tmp_path
+):
+    import onnx
+
+    from styleship.export.onnx import export_bundle
+    from styleship.train.recipes import PRESETS
+
+    run = tmp_path / "run"
+    weights = {**PRESETS["stvae", "distill-demo"].weights, "hint": 1.0}
+    config = {**TINY_CONFIG["stvae"], "hints": True}
+    trainer = _trainer(
+        "stvae", assets, run, magenta_bundle,
+        steps=4, phase1=0.5, minted_styles=0, config=config, weights=weights,
+    )  # fmt: skip
+    start = [a.weight.clone() for a in trainer.model.hint_adapters]
+    trainer.run()
+    assert all(not torch.equal(a, b.weight) for a, b in zip(start, trainer.model.hint_adapters))
+    logged = [r.split(",") for r in (run / "log.csv").read_text().splitlines()[1:]]
+    hints = [float(v) for _, phase, name, v in logged if name == "hint"]
+    assert len(hints) == 2 and all(h > 0 for h in hints)  # phase 2 only: the teacher's phase
+    bundle = export_bundle(run / "final", tmp_path / "hinted.stvae", tiling=False)
+    names = {i.name for i in onnx.load(str(bundle / "stylizer.onnx")).graph.initializer}
+    assert not any("hint" in n for n in names)

@@ -72,8 +72,8 @@ HINT_TARGETS = (32, 16, 8)
 
 def hint_adapters(width: float) -> nn.ModuleList:
     """1×1 convolutions from the decoder's hint stages to the teacher's channel counts."""
-    c1, c2, c3 = (scaled(c, width) for c in (64, 128, 256))
-    return nn.ModuleList(nn.Conv2d(c, t, 1) for c, t in zip((c3, c2, c1), HINT_TARGETS))
+    c1, c2 = scaled(64, width), scaled(128, width)  # conv15 -> c2, conv17 and conv18 -> c1
+    return nn.ModuleList(nn.Conv2d(c, t, 1) for c, t in zip((c2, c1, c1), HINT_TARGETS))
 
 
 class CNN(nn.Module):
