@@ -20,7 +20,6 @@ bundle at a time in this process; run it with nothing else on the CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -29,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from styleship import _atomic
 from styleship.bench.metrics import gray_ssim
+from styleship.bench.report import write_table
 from styleship.bench.yardstick import Yardstick
 from styleship.runtime import image as im
 from styleship.runtime.sheet import contact_sheet
@@ -181,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing_backends": backends,
         "rows": rows,
     }
-    _atomic.ensure_dir(args.out)
-    _atomic.write_text(args.out / "heldout.json", json.dumps(result, indent=2) + "\n")
-    _atomic.write_text(args.out / "heldout.md", markdown(result))
+    write_table(args.out, "heldout", result, markdown(result))
     sys.stdout.write(markdown(result))
     return 0
 

@@ -28,7 +28,6 @@ Run it with nothing else on the CPU:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from styleship import _atomic
+from styleship.bench.report import write_table
 from styleship.compare import psnr
 from styleship.export.int8 import CALIBRATION_SIZE, MIN_PSNR, Quantiser, code_feeds
 from styleship.export.samples import calibration_images, default_parity_images, parity_feed
@@ -207,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         * len(list((HELDOUT / "styles").glob("*.jpg"))),
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    _atomic.write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
-    _atomic.write_text(args.out / "results.md", markdown(results))
+    write_table(args.out, "results", results, markdown(results))
     print(f"wrote {args.out}/results.{{json,md}}")
     return 0
 

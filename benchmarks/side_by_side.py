@@ -13,7 +13,6 @@ and the per-round ratio to the first bundle (median and spread).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from styleship import _atomic
+from styleship.bench.report import write_table
 from styleship.runtime import image as im
 from styleship.runtime.stylizer import Stylizer
 
@@ -77,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {Path(r['bundle']).name} | {r['engine']} | {r['median_ms']:.1f} | "
             f"{q['median']:.3f} ({q['p25']:.3f}-{q['p75']:.3f}) |"
         )
-    _atomic.ensure_dir(args.out)
-    _atomic.write_text(args.out / "side_by_side.json", json.dumps(result, indent=2) + "\n")
-    _atomic.write_text(args.out / "side_by_side.md", "\n".join(lines) + "\n")
+    write_table(args.out, "side_by_side", result, "\n".join(lines) + "\n")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -14,15 +14,14 @@ of the teacher survives the discrete bottleneck before any fine-tuning.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from styleship import _atomic
 from styleship.bench.metrics import gray_ssim
+from styleship.bench.report import write_table
 from styleship.bench.yardstick import Yardstick
 from styleship.models.magenta_net import load_magenta
 from styleship.models.quantizer import VectorQuantizer
@@ -86,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['content_ssim']:.3f} |"
         for r in rows
     ]
-    _atomic.ensure_dir(args.out)
-    _atomic.write_text(args.out / "codebook.json", json.dumps(result, indent=2) + "\n")
-    _atomic.write_text(args.out / "codebook.md", "\n".join(lines) + "\n")
+    write_table(args.out, "codebook", result, "\n".join(lines) + "\n")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

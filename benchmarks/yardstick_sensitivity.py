@@ -15,7 +15,6 @@ those rows score.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from distill_eval import HELDOUT, _images, score, stylize_pairs
 
-from styleship import _atomic
+from styleship.bench.report import write_table
 from styleship.bench.yardstick import Yardstick
 from styleship.runtime import image as im
 
@@ -74,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"pairs": len(pairs), "side": args.side, "yardstick": stick.source, "rows": rows}
     lines = ["| variant of the teacher's output | style gain |", "|---|---|"]
     lines += [f"| {r['variant']} | {r['style_gain']:.2f} |" for r in rows]
-    _atomic.ensure_dir(args.out)
-    _atomic.write_text(args.out / "yardstick_sensitivity.json", json.dumps(result, indent=2) + "\n")
-    _atomic.write_text(args.out / "yardstick_sensitivity.md", "\n".join(lines) + "\n")
+    write_table(args.out, "yardstick_sensitivity", result, "\n".join(lines) + "\n")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

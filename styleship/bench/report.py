@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from styleship import _atomic
@@ -17,7 +18,15 @@ from styleship.bench.markdown import budgets_of, fmt, ok_rows, render_markdown
 from styleship.bench.plots import write_plots
 from styleship.errors import InputError
 
-__all__ = ["compare", "fmt", "load_results", "render_csv", "render_markdown", "write_reports"]
+__all__ = [
+    "compare",
+    "fmt",
+    "load_results",
+    "render_csv",
+    "render_markdown",
+    "write_reports",
+    "write_table",
+]
 
 FORMAT, FORMAT_VERSION = "styleship-bench", 1
 
@@ -84,6 +93,14 @@ def write_reports(results: dict, out_dir: Path) -> None:
     _atomic.write_text(out_dir / "results.csv", render_csv(results))
     _atomic.write_text(out_dir / "results.md", render_markdown(results))
     write_plots(results, out_dir)
+
+
+def write_table(out_dir: Path, stem: str, result: dict, markdown: str) -> None:
+    """A benchmark script's result as STEM.json beside its table as STEM.md, both atomic."""
+    out_dir = Path(out_dir)
+    _atomic.ensure_dir(out_dir)
+    _atomic.write_text(out_dir / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    _atomic.write_text(out_dir / f"{stem}.md", markdown)
 
 
 def load_results(path: str | Path) -> dict:

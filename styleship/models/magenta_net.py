@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from styleship.errors import InputError
+from styleship.export.magenta_graphs import STYLE_SIDE  # the import's crop-and-resize side
 
 CODE_DIM = 100
-STYLE_SIDE = 256
 CONTRACT = (8, 16, 32)  # channels after each contract convolution
 EXPAND = (16, 8, 3)
 RESIDUAL_BLOCKS = 5

@@ -61,13 +61,25 @@ class VectorQuantizer(nn.Module):
         """
         return torch.argmax(self._score(flat, self.codebook), dim=1)
 
+    def _offset(self, codes: torch.Tensor) -> torch.Tensor | None:
+        """What each code's score adds to z·e: −½‖e‖² for raw vectors, nothing for unit ones."""
+        return -0.5 * codes.square().sum(dim=1) if self.euclidean else None
+
     def _score(self, flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        offset = self._offset(codes)
         score = flat @ codes.t()
-        return score - 0.5 * codes.square().sum(dim=1) if self.euclidean else score
+        return score if offset is None else score + offset
 
     def _place(self, vectors: torch.Tensor) -> torch.Tensor:
         """Vectors as codes: unit length, or as they are for the euclidean metric."""
         return vectors if self.euclidean else F.normalize(vectors, dim=1)
+
+    def _centre(self, sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """The code for vectors summing to `sums`, `counts` of them: their mean, or its
+        direction (the normalised sum) for unit codes."""
+        if not self.euclidean:
+            return self._place(sums)
+        return sums / counts.to(sums.dtype).clamp(min=1e-6)[:, None]
 
     def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(codes (B, D, H, W), indices (B, H, W)), in the layout engines tune for.
@@ -80,8 +92,7 @@ class VectorQuantizer(nn.Module):
         26 with no quantiser at all; docs/models/vqvae.md). A graph that needs only
         the codes leaves the ArgMax out.
         """
-        bias = -0.5 * self.codebook.square().sum(dim=1) if self.euclidean else None
-        scores = F.conv2d(z.float(), self.codebook[:, :, None, None], bias)
+        scores = F.conv2d(z.float(), self.codebook[:, :, None, None], self._offset(self.codebook))
         hit = (scores >= scores.amax(dim=1, keepdim=True)).float()
         share = hit / hit.sum(dim=1, keepdim=True)
         codes = F.conv2d(share, self.codebook.t()[:, :, None, None])
@@ -114,8 +125,7 @@ class VectorQuantizer(nn.Module):
         sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        mean = self.ema_sum / self.ema_count.clamp(min=1e-6)[:, None]
-        self.codebook.copy_(mean if self.euclidean else F.normalize(self.ema_sum, dim=1))
+        self.codebook.copy_(self._centre(self.ema_sum, self.ema_count))
         self.usage.add_(counts)
         self._restart_dead(flat)
 
@@ -128,11 +138,7 @@ class VectorQuantizer(nn.Module):
             idx = torch.argmax(self._score(flat, centres), dim=1)
             sums = torch.zeros_like(centres).index_add_(0, idx, flat)
             counts = torch.bincount(idx, minlength=self.num_codes)
-            if self.euclidean:
-                mean = sums / counts.clamp(min=1)[:, None]
-            else:
-                mean = F.normalize(sums, dim=1)
-            centres = torch.where(counts[:, None] > 0, mean, centres)
+            centres = torch.where(counts[:, None] > 0, self._centre(sums, counts), centres)
         self.codebook.copy_(centres)
         # EMA state consistent with the new codes: one "virtual" assignment each
         # at the dead threshold, so nothing is restarted on the first step.

@@ -17,8 +17,8 @@ from styleship.models.vqvae import (
 from styleship.runtime.bundle import TensorSpec
 
 _IMAGE = ("batch", 3, "height", "width")
-TOPOLOGIES = ("styleship", "magenta")
 _STYLE = ("batch", 3, "style_height", "style_width")
+TOPOLOGIES = ("styleship", "magenta")
 
 
 def _graphs(cfg: VQVAEConfig) -> tuple[GraphDef, ...]:

@@ -58,38 +58,44 @@ class Teacher:
         }
         self._twin = None
 
-    def hints(self, content: np.ndarray, style: np.ndarray) -> list:
-        """The teacher's own activations after each residual block and expand stage for
-        (B,3,H,W) crops (torch tensors), for feature hints (Romero et al. 2015, FitNets).
-
-        Runs a float torch twin of the bundle's graphs (models/magenta_net.py; equal to
-        them within 3e-4), so only a Magenta bundle has hints.
-        """
-        import torch
-
-        from styleship.models.magenta_net import load_magenta
-
-        if self._twin is None:
-            self._twin = load_magenta(self.provenance["path"])[:2]
-        contract, decoder = self._twin
-        codes = np.concatenate([self.code(s.transpose(1, 2, 0))["style_code"] for s in style])
-        out: list = []
-        with torch.no_grad():
-            decoder(contract(torch.from_numpy(content)), torch.from_numpy(codes), out)
-        return out
-
     def code(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
         """The teacher's style code of one H×W×3 picture."""
         return self.stylizer.style_code(im.Image(np.ascontiguousarray(rgb, np.float32)))
 
     def __call__(self, content: np.ndarray, style: np.ndarray) -> np.ndarray:
         """(B,3,H,W) content and style crops in [0, 1] -> the teacher's (B,3,H,W) outputs."""
+        return self._images(content, [self.code(s.transpose(1, 2, 0)) for s in style])
+
+    def targets(self, content: np.ndarray, style: np.ndarray, hints: bool, device):
+        """What a distilling phase's loss takes for (B,3,H,W) crops: the outputs as a
+        tensor on `device`, or with `hints` (outputs, the teacher's own activations after
+        each residual block and expand stage), for feature hints (Romero et al. 2015).
+
+        The activations come from a float torch twin of the bundle's graphs
+        (models/magenta_net.py; equal to them within 3e-4), so only a Magenta bundle
+        has hints. Each crop's style code is computed once, for both.
+        """
+        import torch
+
+        codes = [self.code(s.transpose(1, 2, 0)) for s in style]
+        images = torch.from_numpy(self._images(content, codes)).to(device)
+        if not hints:
+            return images
+        from styleship.models.magenta_net import load_magenta
+
+        if self._twin is None:
+            self._twin = load_magenta(self.provenance["path"])[:2]
+        contract, decoder = self._twin
+        stacked = torch.from_numpy(np.concatenate([c["style_code"] for c in codes]))
+        acts: list = []
+        with torch.no_grad():
+            decoder(contract(torch.from_numpy(content)), stacked, acts)
+        return images, [a.to(device) for a in acts]
+
+    def _images(self, content: np.ndarray, codes: list[dict]) -> np.ndarray:
         jobs = [
-            Job(
-                im.Image(np.ascontiguousarray(c.transpose(1, 2, 0))),
-                self.code(s.transpose(1, 2, 0)),
-            )
-            for c, s in zip(content, style)
+            Job(im.Image(np.ascontiguousarray(c.transpose(1, 2, 0))), code)
+            for c, code in zip(content, codes)
         ]
         out = self.stylizer.stylize_batch(jobs)
         return np.stack([o.rgb.transpose(2, 0, 1) for o in out]).astype(np.float32)

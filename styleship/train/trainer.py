@@ -337,9 +337,7 @@ class Trainer:
             t0 = time.perf_counter()
             target = None
             if self.teacher is not None and phase.teacher:  # the teacher runs on CPU arrays
-                target = torch.from_numpy(self.teacher(c_np, s_np)).to(self.device)
-                if "hint" in p.weights:
-                    target = (target, [h.to(self.device) for h in self.teacher.hints(c_np, s_np)])
+                target = self.teacher.targets(c_np, s_np, "hint" in p.weights, self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss, terms, out = phase.loss(self.model, self.loss_net, c, s, p, target)
             opt.zero_grad(set_to_none=True)
