@@ -111,6 +111,8 @@ def test_warm_training_moves_the_decoder_and_exports_a_code_mixing_bundle(
     assert phases == {"adapt", "distil"}
     names = {r.split(",")[2] for r in (run / "log.csv").read_text().splitlines()[1:]}
     assert {"hint", "teacher_pixel", "codes"} <= names
+    note = trainer.weights["note"]
+    assert note.startswith("started from the layers of and distilled from the pretrained teacher")
 
     bundle = export_bundle(run / "final", tmp_path / "warm.vqvae", tiling=False)
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -47,10 +47,12 @@ class StepInfo:
     seconds: float
 
 
-def distilled_note(teacher: str) -> str:
-    """The manifest note of a student distilled with random VGG features for its own terms."""
+def distilled_note(teacher: str, warm: bool = False) -> str:
+    """The manifest note of a student distilled with random VGG features for its own terms
+    (`warm`: its layers start as the teacher's, as weights.init says)."""
+    origin = "started from the layers of and distilled from" if warm else "distilled from"
     return (
-        f"distilled from the pretrained teacher {teacher}; its own loss terms use seeded "
+        f"{origin} the pretrained teacher {teacher}; its own loss terms use seeded "
         "random VGG-19 features (pretrained VGG weights unavailable)"
     )
 
@@ -155,7 +157,8 @@ class Trainer:
         if not resume:
             self.weights["teacher"] = self.teacher.provenance if self.teacher else None
             if self.teacher and random_vgg:
-                self.weights["note"] = distilled_note(self.teacher.provenance["bundle"])
+                warm = "teacher" in self.weights["init"]  # warm_start's provenance names it
+                self.weights["note"] = distilled_note(self.teacher.provenance["bundle"], warm)
         self.model.to(self.device)
         self.phases = phases_for(family, self.model.config)
         self._resume_state = state
