@@ -34,8 +34,9 @@ def empty_cache(tmp_path, monkeypatch):
 def test_clearance_follows_the_bundles_quality_records():
     st, vq = Bundle.load(STVAE), Bundle.load(VQVAE)
     assert ch.clearance(st, "ort-cpu", "fp32") == (True, "the fp32 reference")
-    ok, why = ch.clearance(st, "openvino", "int8")  # 36.8/37.0 dB on OpenVINO, bar 30
-    assert ok and "36.8 dB" in why and "openvino" in why
+    ok, why = ch.clearance(st, "openvino", "int8")  # its OpenVINO record, bar 30
+    worst = min(r["psnr_db"] for r in st.manifest["precision_parity"]["int8"]["results"])
+    assert worst > 30 and ok and f"{worst:.1f} dB" in why and "openvino" in why
     ok, why = ch.clearance(st, "ort-cpu", "int8")  # ONNX Runtime's own record: 35.1 dB min
     assert ok and "35.1 dB" in why and "ONNX Runtime" in why
     ok, why = ch.clearance(vq, "openvino", "bf16")  # its record is under the 40 dB bar

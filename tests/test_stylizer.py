@@ -122,3 +122,33 @@ def test_runtime_runs_without_torch(small_bundle, contents, styles, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok") and (tmp_path / "out.png").is_file()
+
+
+def test_a_folder_runs_largest_first_and_answers_in_the_given_order(
+    stylizer, contents, styles, tmp_path, monkeypatch
+):
+    """Engines grow their buffers for a larger input: the largest photo (after padding to
+    the size multiple) runs first, so they grow once; results keep the caller's order."""
+    from styleship.runtime.files import stylize_files
+
+    photo = cv2.imread(str(contents[0]))
+    sizes = [(96, 64), (130, 90), (60, 60), (129, 91), (140, 40)]  # (w, h)
+    files = []
+    for i, (w, h) in enumerate(sizes):
+        files.append(tmp_path / f"p{i}.png")
+        cv2.imwrite(str(files[-1]), cv2.resize(photo, (w, h)))
+    files.append(tmp_path / "broken.jpg")
+    files[-1].write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "out"
+    out.mkdir()
+    seen = []
+    real = stylizer.stylize
+    monkeypatch.setattr(stylizer, "stylize", lambda src, **kw: seen.append(src) or real(src, **kw))
+    results = stylize_files(stylizer, files, out, style=styles[0])
+    assert [r.input for r in results] == files
+    # padded to multiples of 8: 136×96 (p1, p3, in the given order) > 96×64 > 144×40 > 64×64;
+    # the unreadable file last
+    assert [p.stem for p in seen] == ["p1", "p3", "p0", "p4", "p2", "broken"]
+    assert results[-1].output is None and "broken.jpg" in results[-1].error
+    for r, (w, h) in zip(results, sizes):
+        assert cv2.imread(str(r.output)).shape[:2] == (h, w)

@@ -8,7 +8,7 @@ nearly all the FLOPs, go to fp16; graph inputs and outputs stay fp32 so the
 runtime feeds every precision alike.
 
 A node stays fp32 when
-* its op is a reduction, square root, power, matrix product or lookup
+* its op is a reduction, an instance norm, a square root, power, matrix product or lookup
   (`FP32_OPS`), or it feeds a reduction directly or through one more node
   (the squared deviations of a variance); or
 * the exporter's module scope (`pkg.torch.onnx.name_scopes`) puts it inside a
@@ -39,6 +39,7 @@ from styleship.errors import ExportError, first_line
 FP32_OPS = frozenset(
     {
         "ReduceMean",
+        "InstanceNormalization",
         "ReduceSum",
         "ReduceSumSquare",
         "ReduceL2",

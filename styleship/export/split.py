@@ -169,7 +169,7 @@ def add_split(writer: BundleWriter, log: Log = lambda msg: None) -> dict:
     stats, levels = [], []
     if cut is not None:
         names = [s.tensor for s in cut.stats] + list(cut.features)
-        shapes = _probe_shapes(model, names, feed)
+        shapes = _probe_shapes(cut.source, names, feed)
         for lv, level_model in enumerate([*cut.levels, cut.stylize]):
             gname = f"split_stats_{lv}" if lv < len(cut.levels) else "split_stylize"
             ins = []

@@ -8,7 +8,9 @@ knowledge of the family and works for exported and imported graphs alike:
 
 - `GlobalAveragePool(x)` and `ReduceMean(x, axes=H,W)` are the **mean** of x;
 - such a mean of `(y − mean(y))²` (Mul or Pow) is the **variance** of y;
-- `MatMul(r, Transpose(r)) / n`, r = Reshape(x) to (B, C, H·W), is the **Gram** of x.
+- `MatMul(r, Transpose(r)) / n`, r = Reshape(x) to (B, C, H·W), is the **Gram** of x;
+- an `InstanceNormalization` node (export/norms.py fuses the first two into
+  one) is written back out as the first two before the graph is cut.
 
 Each reduction's output becomes a graph input. Statistics are grouped into
 levels: a level's sources depend only on statistics of earlier levels. One
@@ -47,9 +49,10 @@ class Split:
     levels: list  # ModelProto per level: (content, code..., stats of earlier levels) -> features
     stylize: object  # ModelProto: (content, code..., all stats) -> the original outputs
     features: dict[str, str] = field(default_factory=dict)  # source tensor -> output name
+    source: object = None  # ModelProto whose tensors `stats` and `features` name (norms expanded)
 
 
-def _consts(graph) -> dict[str, np.ndarray]:
+def graph_consts(graph) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
     out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -62,7 +65,7 @@ def _consts(graph) -> dict[str, np.ndarray]:
     return out
 
 
-def _spatial_mean(node, consts) -> bool:
+def spatial_mean(node, consts) -> bool:
     """True for a per-channel mean over the two spatial axes of an NCHW tensor."""
     from onnx import helper
 
@@ -77,7 +80,7 @@ def _spatial_mean(node, consts) -> bool:
     return axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3]
 
 
-def _through_shape_ops(tensor: str, producer: dict) -> str:
+def through_shape_ops(tensor: str, producer: dict) -> str:
     """`tensor` with reshape-like nodes above it skipped (they keep the values)."""
     while tensor in producer and producer[tensor].op_type in SHAPE_ONLY:
         tensor = producer[tensor].input[0]
@@ -87,7 +90,7 @@ def _through_shape_ops(tensor: str, producer: dict) -> str:
 def find_stats(model) -> list[Stat]:
     """The whole-image reductions of `model`, in graph order."""
     g = model.graph
-    consts = _consts(g)
+    consts = graph_consts(g)
     producer = {o: n for n in g.node for o in n.output}
     consumers: dict[str, list] = {}
     for n in g.node:
@@ -96,7 +99,7 @@ def find_stats(model) -> list[Stat]:
     stats: list[Stat] = []
     mean_of: dict[str, str] = {}  # mean tensor -> its source
     for n in g.node:
-        if _spatial_mean(n, consts):
+        if spatial_mean(n, consts):
             keep = next((a.i for a in n.attribute if a.name == "keepdims"), 1)
             stats.append(Stat(n.output[0], "mean", n.input[0], 4 if keep else 2))
             mean_of[n.output[0]] = n.input[0]
@@ -122,7 +125,7 @@ def find_stats(model) -> list[Stat]:
         sub = producer.get(sq.input[0])
         if sub is None or sub.op_type != "Sub":
             continue
-        y, m = sub.input[0], _through_shape_ops(sub.input[1], producer)
+        y, m = sub.input[0], through_shape_ops(sub.input[1], producer)
         if mean_of.get(m) == y:
             s.kind, s.source = "var", y
     for i, s in enumerate(stats):
@@ -189,10 +192,14 @@ def split(model) -> Split | None:
 
     from onnx import helper
 
-    stats = find_stats(model)
+    from styleship.export.norms import expand_instance_norms
+
+    source = copy.deepcopy(model)
+    expand_instance_norms(source)  # a fused norm's mean and variance become cuttable tensors
+    stats = find_stats(source)
     if not stats:
         return None
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(source)  # its nodes are rewired below; `source` stays whole
     g = model.graph
     renamed = {s.tensor: s.name for s in stats}
     replaced = set(renamed)
@@ -234,4 +241,4 @@ def split(model) -> Split | None:
         level_models.append(_subgraph(model, nodes + ids, outs, f"split_stats_{lv}", earlier))
     every = [_value(s.name, s.rank) for s in stats]
     final = _subgraph(model, nodes, list(g.output), "split_stylize", every)
-    return Split(stats, level_models, final, features)
+    return Split(stats, level_models, final, features, source)

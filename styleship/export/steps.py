@@ -53,6 +53,12 @@ class Plan:
     seconds: dict[str, float] = field(default_factory=dict)  # per step, filled in as they run
 
 
+def _norms(writer: BundleWriter, plan: Plan, log: Log) -> None:
+    from styleship.export.norms import fuse_bundle_norms
+
+    writer.record("norms", {"fused": fuse_bundle_norms(writer, log)})
+
+
 def _parity(writer: BundleWriter, plan: Plan, log: Log) -> None:
     writer.record("parity", plan.parity(writer.bundle(), log))
 
@@ -106,6 +112,12 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
+    Step(
+        "norms",
+        lambda p: True,
+        _norms,
+        "written-out instance norms fused into one node each (export/norms.py)",
+    ),
     Step("parity", lambda p: True, _parity, "fp32 graphs vs the source; a gate"),
     Step("fp16", lambda p: p.fp16, _fp16, "fp16 twins with fp32 islands (export/fp16.py)"),
     Step("int8", lambda p: p.int8, _int8, "QDQ int8 twins, calibrated (export/int8.py)"),

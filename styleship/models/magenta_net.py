@@ -253,8 +253,26 @@ def _transform_weights(bundle: Path) -> tuple[dict[str, torch.Tensor], float]:
             w, b = conv(f"{params}{theirs}/StyleNorm/{tf}")
             sd[f"decoder.{mine}.norm.{part}.weight"] = w.reshape(w.shape[0], -1)
             sd[f"decoder.{mine}.norm.{part}.bias"] = b
-    eps = float(inits[f"{root}expand/conv1/conv/StyleNorm/batchnorm/add/y_dequant"].ravel()[0])
-    return {k: torch.from_numpy(v.astype(np.float32)) for k, v in sd.items()}, eps
+    return {k: torch.from_numpy(v.astype(np.float32)) for k, v in sd.items()}, _norm_eps(
+        model, inits, f"{root}expand/conv1/conv/StyleNorm/batchnorm/add/y_dequant"
+    )
+
+
+def _norm_eps(model, inits: dict[str, np.ndarray], written_out: str) -> float:
+    """The norms' epsilon: the InstanceNormalization nodes' (export/norms.py fuses them at
+    import), or, in a bundle imported before that, the constant the written-out norm adds."""
+    fused = {
+        a.f
+        for n in model.graph.node
+        if n.op_type == "InstanceNormalization"
+        for a in n.attribute
+        if a.name == "epsilon"
+    }
+    if len(fused) == 1:
+        return fused.pop()
+    if written_out not in inits:
+        raise InputError("no instance-norm epsilon in the stylizer graph: not a Magenta bundle")
+    return float(inits[written_out].ravel()[0])
 
 
 def load_magenta(bundle: str | Path) -> tuple[Contract, StyleDecoder, StylePredictor]:

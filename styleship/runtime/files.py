@@ -1,5 +1,12 @@
 """A folder of photos through one Stylizer: one result per input, in order, bad files skipped.
 
+The largest photo runs first (by the pixel count in its header). Engines
+keep their buffers between runs and grow them when a larger input arrives:
+OpenVINO's dynamic-shape model takes about 95 ms more on a run that must
+grow them (Magenta int8, 1 MP, 2-core EPYC), so a folder in the order
+of seven 1 MP photos paid it three times, and largest first pays it once.
+Results still come back in the order given.
+
 Reading and writing stay in line with the engine's runs: decoding the next
 photo and encoding the last one on a helper thread was measured (seven 1 MP
 PNGs on 2 cores, Magenta on OpenVINO int8) at 2.73 s against 2.75 s, with
@@ -15,6 +22,8 @@ from pathlib import Path
 
 from styleship.errors import InputError, StyleshipError
 from styleship.runtime import image as im
+
+HEADER_BYTES = 1 << 16  # JPEG's frame header can follow EXIF data and a thumbnail
 
 
 @dataclass
@@ -34,6 +43,21 @@ def _target(content: Path, out_dir: Path, suffix: str, ext: str | None) -> Path:
     )
 
 
+def _pixels(path: Path) -> int:
+    """Pixels the engine will see (the header's width × height, padded as runs pad them);
+    0 where the header cannot be read: the file runs last, and its own error, if any,
+    comes from the real read."""
+    try:
+        with open(path, "rb") as f:
+            size = im.declared_size(f.read(HEADER_BYTES))
+    except OSError:
+        return 0
+    if not size:
+        return 0
+    w, h = (-(-side // im.MULTIPLE) * im.MULTIPLE for side in size)
+    return w * h
+
+
 def stylize_files(
     stylizer,
     contents: Sequence[Path],
@@ -49,9 +73,11 @@ def stylize_files(
         raise InputError(f"output directory does not exist: {out_dir}")
     if not os.access(out_dir, os.W_OK):
         raise InputError(f"output directory is not writable: {out_dir}")
-    inputs = {Path(c).resolve() for c in contents}
-    results = []
-    for content in map(Path, contents):
+    contents = [Path(c) for c in contents]
+    inputs = {c.resolve() for c in contents}
+    results: list[FileResult | None] = [None] * len(contents)
+    for index in sorted(range(len(contents)), key=lambda i: -_pixels(contents[i])):
+        content = contents[index]
         target = _target(content, out_dir, suffix, ext)
         try:
             if target.resolve() in inputs:
@@ -60,7 +86,7 @@ def stylize_files(
             result = FileResult(content, target, tiling=stylizer.last_tiling)
         except StyleshipError as exc:
             result = FileResult(content, None, str(exc))
-        results.append(result)
+        results[index] = result
         if on_done:
             on_done(result)
     return results
