@@ -244,20 +244,30 @@ def time_pair(
 ) -> float:
     """Median ms per image of the stylizer graph at side², after the warm-up that lets
     each engine settle (OpenVINO compiles a shape-specific model on a shape's third call)."""
+    return per_image_ms(bundle, backend, precision, side, (batch,))[batch]
+
+
+def per_image_ms(
+    bundle: Bundle, backend: str, precision: str, side: int, batches: tuple[int, ...]
+) -> dict[int, float]:
+    """Median ms per image at each batch size, on one engine, the sizes run in turn so that
+    a machine that slows down or speeds up meanwhile moves them all alike."""
     from styleship.runtime.backends import create_backend, default_device
 
     with create_backend(backend) as engine:
         engine.load(bundle, "stylizer", default_device(backend), precision)
-        feed = probe_feed(engine, side, batch, bundle.fixed_size)
+        feeds = {b: probe_feed(engine, side, b, bundle.fixed_size) for b in batches}
         for _ in range(WARM_UP):
-            engine.run(feed)
-        samples = []
-        deadline = time.perf_counter() + 2.0
-        while len(samples) < 3 or (len(samples) < 5 and time.perf_counter() < deadline):
-            t0 = time.perf_counter()
-            engine.run(feed)
-            samples.append((time.perf_counter() - t0) * 1e3 / batch)
-    return float(np.median(samples))
+            for feed in feeds.values():
+                engine.run(feed)
+        samples: dict[int, list[float]] = {b: [] for b in batches}
+        deadline = time.perf_counter() + 2.0 * len(batches)
+        while (n := len(samples[batches[0]])) < 3 or (n < 5 and time.perf_counter() < deadline):
+            for b, feed in feeds.items():
+                t0 = time.perf_counter()
+                engine.run(feed)
+                samples[b].append((time.perf_counter() - t0) * 1e3 / b)
+    return {b: float(np.median(v)) for b, v in samples.items()}
 
 
 def _measure(bundle: Bundle, found: list[Candidate], log: Log | None) -> tuple[list, dict]:
@@ -275,18 +285,20 @@ def _measure(bundle: Bundle, found: list[Candidate], log: Log | None) -> tuple[l
     return measured, failed
 
 
-def _batching(bundle: Bundle, backend: str, precision: str, batch1_ms: float) -> dict:
-    """Per-image time at batch 4 against batch 1."""
+def _batching(bundle: Bundle, backend: str, precision: str) -> dict:
+    """Per-image time at batch 4 against batch 1, timed in turn on one engine (two
+    separate measurements minutes apart once made batch 4 look 1.22x faster when it was
+    1.19x slower: the batch-1 time came from a slow moment)."""
     try:
-        ms = time_pair(bundle, backend, precision, batch=PROBE_BATCH)
+        ms = per_image_ms(bundle, backend, precision, PROBE_SIDE, (1, PROBE_BATCH))
     except StyleshipError as exc:
         return {"helps": False, "why": f"batch {PROBE_BATCH} failed: {first_line(exc, 120)}"}
-    gain = batch1_ms / ms
+    gain = ms[1] / ms[PROBE_BATCH]
     return {
         "helps": gain >= BATCH_GAIN,
         "batch": PROBE_BATCH,
-        "per_image_ms": round(ms, 2),
-        "batch1_ms": round(batch1_ms, 2),
+        "per_image_ms": round(ms[PROBE_BATCH], 2),
+        "batch1_ms": round(ms[1], 2),
         "gain": round(gain, 2),
     }
 
@@ -371,17 +383,7 @@ def batching(bundle: Bundle, choice: Choice) -> dict:
     """Whether batches help the chosen pair (measured once, then kept with the choice):
     the server asks, `stylize` never needs to."""
     if not choice.batching:
-        p50 = next(
-            (
-                m["p50_ms"]
-                for m in choice.measured
-                if m["backend"] == choice.backend and m["precision"] == choice.precision
-            ),
-            None,
-        )
-        if p50 is None:
-            p50 = time_pair(bundle, choice.backend, choice.precision)
-        choice.batching = _batching(bundle, choice.backend, choice.precision, p50)
+        choice.batching = _batching(bundle, choice.backend, choice.precision)
         if choice.key:
             _write(cache_dir() / f"{choice.key}.json", choice)
     return choice.batching
