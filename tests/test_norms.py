@@ -102,3 +102,40 @@ def test_a_graph_without_norms_is_left_alone(small_bundle):
     before = model.SerializeToString()
     assert fuse_instance_norms(model) == 0
     assert model.SerializeToString() == before
+
+
+def test_the_export_step_keeps_a_fusion_only_where_the_outputs_agree(
+    vq_bundle, tmp_path, monkeypatch
+):
+    """`wrap`'s parity gate checks shapes only, so the step compares the graphs itself."""
+    from types import SimpleNamespace
+
+    from styleship.export import norms
+    from styleship.runtime.bundle import Bundle
+
+    info = Bundle.load(vq_bundle).graph("stylizer")
+    model = onnx.load(str(vq_bundle / info.files["fp32"]))
+    count = expand_instance_norms(model)
+    path = tmp_path / info.files["fp32"]
+    onnx.save(model, str(path))
+    written_out = path.read_bytes()
+    writer = SimpleNamespace(stage=tmp_path, manifest=SimpleNamespace(graphs={"stylizer": info}))
+    real = norms.fuse_instance_norms
+
+    def wrong_epsilon(graph) -> int:
+        n = real(graph)
+        for node in graph.graph.node:
+            for attr in node.attribute:
+                if node.op_type == "InstanceNormalization" and attr.name == "epsilon":
+                    attr.f = 1.0
+        return n
+
+    monkeypatch.setattr(norms, "fuse_instance_norms", wrong_epsilon)
+    lines: list[str] = []
+    assert norms.fuse_bundle_norms(writer, lines.append) == {}
+    assert path.read_bytes() == written_out
+    assert lines == ["stylizer: instance norms left written out: its outputs differ from the "
+                     "written-out graph's"]  # fmt: skip
+    monkeypatch.setattr(norms, "fuse_instance_norms", real)
+    assert norms.fuse_bundle_norms(writer, lines.append) == {"stylizer": count}
+    assert _ops(onnx.load(str(path)))["InstanceNormalization"] == count

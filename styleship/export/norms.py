@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from styleship.errors import first_line
 from styleship.export.split_graph import (
     SHAPE_ONLY,
     graph_consts,
@@ -293,9 +294,46 @@ def expand_instance_norms(model) -> int:
     return count
 
 
+def _probe(specs) -> dict[str, np.ndarray]:
+    """Inputs for a before/after comparison: batch 2 (per-sample γ and β differ), other
+    dynamic sides 64, seeded values in [0, 1)."""
+    rng = np.random.default_rng(0)
+    feed = {}
+    for spec in specs:
+        shape = [d if isinstance(d, int) else 2 if d == "batch" else 64 for d in spec.shape]
+        feed[spec.name] = rng.random(shape).astype(spec.dtype)
+    return feed
+
+
+def _disagreement(before, after, specs) -> str | None:
+    """Why the fused graph is not the same function on a probe (ONNX Runtime CPU), or None.
+
+    `wrap`'s parity gate only checks shapes, so a foreign graph that a pattern matched
+    wrongly would otherwise ship; here any such graph keeps its written-out norms."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    feed = _probe(specs)
+    try:
+        outs = [
+            ort.InferenceSession(m.SerializeToString(), options).run(None, feed)
+            for m in (before, after)
+        ]
+    except Exception as exc:  # ONNX Runtime's errors derive from Exception alone
+        return f"cannot run it to compare ({first_line(exc, 120)})"
+    for a, b in zip(*outs):
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-3, atol=1e-4):
+            return "its outputs differ from the written-out graph's"
+    return None
+
+
 def fuse_bundle_norms(writer, log=lambda msg: None) -> dict[str, int]:
     """The `norms` export step: fuse the instance norms of every staged fp32 graph, in
-    place, before parity checks them against the source; returns {graph: count}."""
+    place, before parity checks them against the source; a graph whose fused form does
+    not compute the same outputs on a probe is left as it was. Returns {graph: count}."""
+    import copy
+
     import onnx
 
     from styleship import _atomic
@@ -304,11 +342,17 @@ def fuse_bundle_norms(writer, log=lambda msg: None) -> dict[str, int]:
     for name, info in writer.manifest.graphs.items():
         path = writer.stage / info.files["fp32"]
         model = onnx.load(str(path))
+        before = copy.deepcopy(model)
         count = fuse_instance_norms(model)
-        if count:
-            onnx.checker.check_model(model)
-            _atomic.write_bytes(path, model.SerializeToString())
-            fused[name] = count
+        if not count:
+            continue
+        onnx.checker.check_model(model)
+        why = _disagreement(before, model, info.inputs)
+        if why:
+            log(f"{name}: instance norms left written out: {why}")
+            continue
+        _atomic.write_bytes(path, model.SerializeToString())
+        fused[name] = count
     if fused:
         log(f"instance norms fused: {', '.join(f'{g} {n}' for g, n in fused.items())}")
     return fused
