@@ -18,45 +18,31 @@ The γ and β that follow (per sample, from the style code) stay as a Mul and
 an Add after a node with unit scale and zero bias, so batches with different
 styles keep working. `expand_instance_norms` writes the node back out as a
 mean and a variance, which is what the exact-tiling split (split_graph.py)
-cuts at. Torch-free: onnx and numpy.
+cuts at. The graph-reading helpers are export/graph_index.py's.
+Torch-free: onnx and numpy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from styleship.errors import first_line
-from styleship.export.split_graph import (
+from styleship.export.graph_index import (
     SHAPE_ONLY,
-    graph_consts,
+    GraphIndex,
+    needed_nodes,
     spatial_mean,
     through_shape_ops,
 )
 
+if TYPE_CHECKING:
+    from styleship.bundle.writer import BundleWriter
 
-class _Graph:
-    """Producers, consumers and constants of a graph, for matching."""
-
-    def __init__(self, graph) -> None:
-        self.consts = graph_consts(graph)
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-
-    def users(self, tensor: str, op: str) -> list:
-        return [n for n in self.consumers.get(tensor, []) if n.op_type == op]
-
-    def other(self, node, tensor: str) -> str:
-        """The input of a two-input node that is not `tensor`."""
-        return node.input[1] if node.input[0] == tensor else node.input[0]
-
-    def scalar(self, tensor: str) -> float | None:
-        value = self.consts.get(tensor)
-        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -71,7 +57,7 @@ class _Core:
     eps: float
 
 
-def _mean_of(g: _Graph, tensor: str) -> str | None:
+def _mean_of(g: GraphIndex, tensor: str) -> str | None:
     """The input x when `tensor` is (through shape ops) a spatial mean of x."""
     node = g.producer.get(through_shape_ops(tensor, g.producer))
     if node is not None and spatial_mean(node, g.consts):
@@ -79,7 +65,7 @@ def _mean_of(g: _Graph, tensor: str) -> str | None:
     return None
 
 
-def _after_shape_ops(g: _Graph, tensor: str) -> str:
+def _after_shape_ops(g: GraphIndex, tensor: str) -> str:
     """`tensor` followed down through a reshape-like node that is its only reader of values
     (a Shape node reads only its shape: torch computes the target shape of a keepdim
     Reshape from it)."""
@@ -90,7 +76,7 @@ def _after_shape_ops(g: _Graph, tensor: str) -> str:
         tensor = readers[0].output[0]
 
 
-def _core(g: _Graph, var_node) -> _Core | None:
+def _core(g: GraphIndex, var_node) -> _Core | None:
     """The norm whose variance `var_node` is: mean((x − mean(x))²), then sqrt(· + eps)."""
     sq = g.producer.get(var_node.input[0])
     if sq is None or not (
@@ -118,7 +104,7 @@ def _core(g: _Graph, var_node) -> _Core | None:
     return None
 
 
-def _torch_affine(g: _Graph, core: _Core) -> tuple | None:
+def _torch_affine(g: GraphIndex, core: _Core) -> tuple | None:
     """torch's `dev / std` or `dev * (1 / std)`: its output is the normalised tensor."""
     for dev in core.devs:
         for n in g.consumers.get(dev, []):
@@ -130,7 +116,7 @@ def _torch_affine(g: _Graph, core: _Core) -> tuple | None:
     return None
 
 
-def _tf_affine(g: _Graph, core: _Core) -> tuple | None:
+def _tf_affine(g: GraphIndex, core: _Core) -> tuple | None:
     """TensorFlow's `x·s + (β − mean·s)`, s = γ / std: (output, γ, β)."""
     if core.inv is None:
         return None
@@ -173,15 +159,12 @@ def _channels(model) -> dict[str, int]:
 
 def _drop_dead(graph) -> None:
     """Remove nodes whose outputs nothing reads, then initializers nothing reads."""
-    needed = {o.name for o in graph.output}
-    keep = []
-    for n in reversed(graph.node):
-        if needed.intersection(n.output):
-            keep.append(n)
-            needed.update(i for i in n.input if i)
+    outputs = {o.name for o in graph.output}
+    keep = needed_nodes(list(graph.node), outputs)
+    used = outputs | {i for n in keep for i in n.input}
+    inits = [i for i in graph.initializer if i.name in used]
     del graph.node[:]
-    graph.node.extend(reversed(keep))
-    inits = [i for i in graph.initializer if i.name in needed]
+    graph.node.extend(keep)
     del graph.initializer[:]
     graph.initializer.extend(inits)
 
@@ -193,7 +176,7 @@ def fuse_instance_norms(model) -> int:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    g = _Graph(graph)
+    g = GraphIndex(graph)
     channels = _channels(model)
     replace: dict[str, list] = {}  # output tensor -> the nodes that now produce it
     for node in list(graph.node):
@@ -231,7 +214,8 @@ def fuse_instance_norms(model) -> int:
                 helper.make_node("Add", [f"{tag}/scaled", beta], [out], name=f"{tag}/β"),
             ]
         replace[out] = nodes
-    if not replace:
+    fused = len(replace)
+    if not fused:
         return 0
     rebuilt = []
     for n in graph.node:  # the new nodes take the place of the old output's producer
@@ -240,7 +224,7 @@ def fuse_instance_norms(model) -> int:
     del graph.node[:]
     graph.node.extend(rebuilt)
     _drop_dead(graph)
-    return sum(n.op_type == "InstanceNormalization" for n in graph.node)
+    return fused
 
 
 def _spatial_mean_node(src: str, dst: str, axes: str, opset: int):
@@ -328,7 +312,7 @@ def _disagreement(before, after, specs) -> str | None:
     return None
 
 
-def fuse_bundle_norms(writer, log=lambda msg: None) -> dict[str, int]:
+def fuse_bundle_norms(writer: BundleWriter, log: Log = lambda msg: None) -> dict[str, int]:
     """The `norms` export step: fuse the instance norms of every staged fp32 graph, in
     place, before parity checks them against the source; a graph whose fused form does
     not compute the same outputs on a probe is left as it was. Returns {graph: count}."""

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SHAPE_ONLY = {"Reshape", "Identity", "Expand", "Unsqueeze", "Squeeze"}
+from styleship.export.graph_index import GraphIndex, needed_nodes, spatial_mean, through_shape_ops
+from styleship.export.norms import expand_instance_norms
 
 
 @dataclass
@@ -52,50 +53,11 @@ class Split:
     source: object = None  # ModelProto whose tensors `stats` and `features` name (norms expanded)
 
 
-def graph_consts(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.attribute:
-            try:
-                out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-            except Exception:  # non-tensor constants (value_ints ...) are not axes we read
-                continue
-    return out
-
-
-def spatial_mean(node, consts) -> bool:
-    """True for a per-channel mean over the two spatial axes of an NCHW tensor."""
-    from onnx import helper
-
-    if node.op_type == "GlobalAveragePool":
-        return True
-    if node.op_type != "ReduceMean":
-        return False
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    axes = attrs.get("axes")
-    if axes is None and len(node.input) > 1 and node.input[1] in consts:
-        axes = consts[node.input[1]].tolist()
-    return axes is not None and sorted(int(a) % 4 for a in axes) == [2, 3]
-
-
-def through_shape_ops(tensor: str, producer: dict) -> str:
-    """`tensor` with reshape-like nodes above it skipped (they keep the values)."""
-    while tensor in producer and producer[tensor].op_type in SHAPE_ONLY:
-        tensor = producer[tensor].input[0]
-    return tensor
-
-
 def find_stats(model) -> list[Stat]:
     """The whole-image reductions of `model`, in graph order."""
     g = model.graph
-    consts = graph_consts(g)
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    index = GraphIndex(g)
+    consts, producer, consumers = index.consts, index.producer, index.consumers
     stats: list[Stat] = []
     mean_of: dict[str, str] = {}  # mean tensor -> its source
     for n in g.node:
@@ -133,16 +95,6 @@ def find_stats(model) -> list[Stat]:
     return stats
 
 
-def _ancestors(nodes: list, outputs: set[str]) -> list:
-    """The nodes `outputs` need, in their original (topological) order."""
-    needed, keep = set(outputs), []
-    for n in reversed(nodes):
-        if needed.intersection(n.output):
-            keep.append(n)
-            needed.update(i for i in n.input if i)
-    return keep[::-1]
-
-
 def _value(name: str, rank: int):
     """A float tensor declaration of known rank and symbolic sizes."""
     from onnx import TensorProto, helper
@@ -157,7 +109,7 @@ def _subgraph(model, nodes: list, outputs: list, name: str, stat_inputs: list):
     import onnx
     from onnx import helper
 
-    keep = _ancestors(nodes, {o.name for o in outputs})
+    keep = needed_nodes(nodes, {o.name for o in outputs})
     used = {i for n in keep for i in n.input}
     g = model.graph
     inputs = [i for i in g.input if i.name in used]
@@ -178,7 +130,7 @@ def _used(stats: list[Stat], nodes: list, outputs: set[str]) -> list[Stat]:
     used: set[str] = set()
     targets = set(outputs)
     while True:
-        refs = {i for n in _ancestors(nodes, targets) for i in n.input} & set(by_name)
+        refs = {i for n in needed_nodes(nodes, targets) for i in n.input} & set(by_name)
         new = refs - used
         if not new:
             return [s for s in stats if s.name in used]
@@ -192,14 +144,11 @@ def split(model) -> Split | None:
 
     from onnx import helper
 
-    from styleship.export.norms import expand_instance_norms
-
-    source = copy.deepcopy(model)
-    expand_instance_norms(source)  # a fused norm's mean and variance become cuttable tensors
-    stats = find_stats(source)
+    model = copy.deepcopy(model)
+    expand_instance_norms(model)  # a fused norm's mean and variance become cuttable tensors
+    stats = find_stats(model)
     if not stats:
         return None
-    model = copy.deepcopy(source)  # its nodes are rewired below; `source` stays whole
     g = model.graph
     renamed = {s.tensor: s.name for s in stats}
     replaced = set(renamed)
@@ -207,9 +156,9 @@ def split(model) -> Split | None:
     for n in g.node:
         if replaced.intersection(n.output):
             continue  # its output is now fed
-        for k, i in enumerate(n.input):
-            if i in renamed:
-                n.input[k] = renamed[i]
+        if renamed.keys() & set(n.input):  # rewired on a copy: `model` stays whole for probes
+            n = copy.deepcopy(n)
+            n.input[:] = [renamed.get(i, i) for i in n.input]
         nodes.append(n)
     for o in g.output:
         if o.name in renamed:
@@ -241,4 +190,4 @@ def split(model) -> Split | None:
         level_models.append(_subgraph(model, nodes + ids, outs, f"split_stats_{lv}", earlier))
     every = [_value(s.name, s.rank) for s in stats]
     final = _subgraph(model, nodes, list(g.output), "split_stylize", every)
-    return Split(stats, level_models, final, features, source)
+    return Split(stats, level_models, final, features, model)

@@ -3,8 +3,9 @@
 The largest photo runs first (by the pixel count in its header). Engines
 keep their buffers between runs and grow them when a larger input arrives:
 OpenVINO's dynamic-shape model takes about 95 ms more on a run that must
-grow them (Magenta int8, 1 MP, 2-core EPYC), so a folder in the order
-of seven 1 MP photos paid it three times, and largest first pays it once.
+grow them (Magenta int8, 1 MP, 2-core EPYC). The whole-process benchmark's
+seven 1 MP photos paid that three times in name order; largest first pays
+it once.
 Results still come back in the order given.
 
 Reading and writing stay in line with the engine's runs: decoding the next

@@ -54,16 +54,17 @@ def float_conv_outputs(model) -> int:
 
     ONNX Runtime's quantiser writes one there (its integer kernels want an int8
     output), but what reads a convolution here is float: a norm, a residual
-    sum (a pair that a convolution reads is its int8 input, and stays). Only
-    convolutions with a bias: on the VQ-VAE's bias-free one-hot lookup,
-    OpenVINO 2026.4 computed a wrong image without the pair (17 dB against
-    fp32 instead of 39.5).
-    OpenVINO keeps the pair as separate passes over the whole feature map
+    sum. OpenVINO keeps the pair as separate passes over the whole feature map
     on a model compiled for dynamic shapes, and rounds the output to 8 bits for
     nothing. Without it the convolution still runs int8 and writes float.
     Measured on Magenta int8 (2-core EPYC): 512² dynamic 42.6 -> 33.9 ms,
     static 32.3 -> 31.3 ms, seven 1 MP photos 1.69 -> 1.28 s, and 40-42 ->
     48-49 dB against fp32 (docs/int8.md).
+
+    Kept: a pair that a convolution reads (it is that convolution's int8
+    input), and the pair after a convolution without a bias: on the VQ-VAE's
+    one-hot lookup OpenVINO 2026.4 computed a wrong image without it (17 dB
+    against fp32 instead of 39.5).
     """
     count = 0
     for fq in model.get_ordered_ops():
