@@ -51,6 +51,8 @@ AUTO = {
 BAR_DB = {"bf16": 40.0, "fp16": 40.0, "int8": 30.0, "int8-bf16": 30.0}
 # Batching must save this much time per image to be worth a queue delay.
 BATCH_GAIN = 1.15
+# Recorded with each batching verdict; a cached verdict of another method is measured again.
+BATCHING_METHOD = "fastest run of each size, in turn"
 ENGINE_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
 
 Log = Callable[[str], None]
@@ -248,10 +250,16 @@ def time_pair(
 
 
 def per_image_ms(
-    bundle: Bundle, backend: str, precision: str, side: int, batches: tuple[int, ...]
+    bundle: Bundle,
+    backend: str,
+    precision: str,
+    side: int,
+    batches: tuple[int, ...],
+    stat: Callable[[list[float]], float] = np.median,
 ) -> dict[int, float]:
-    """Median ms per image at each batch size, on one engine, the sizes run in turn so that
-    a machine that slows down or speeds up meanwhile moves them all alike."""
+    """ms per image at each batch size (`stat` of the samples), on one engine, the sizes
+    run in turn so that a machine that slows down or speeds up meanwhile moves them all
+    alike."""
     from styleship.runtime.backends import create_backend, default_device
 
     with create_backend(backend) as engine:
@@ -267,7 +275,7 @@ def per_image_ms(
                 t0 = time.perf_counter()
                 engine.run(feed)
                 samples[b].append((time.perf_counter() - t0) * 1e3 / b)
-    return {b: float(np.median(v)) for b, v in samples.items()}
+    return {b: float(stat(v)) for b, v in samples.items()}
 
 
 def _measure(bundle: Bundle, found: list[Candidate], log: Log | None) -> tuple[list, dict]:
@@ -288,13 +296,18 @@ def _measure(bundle: Bundle, found: list[Candidate], log: Log | None) -> tuple[l
 def _batching(bundle: Bundle, backend: str, precision: str) -> dict:
     """Per-image time at batch 4 against batch 1, timed in turn on one engine (two
     separate measurements minutes apart once made batch 4 look 1.22x faster when it was
-    1.19x slower: the batch-1 time came from a slow moment)."""
+    1.19x slower: the batch-1 time came from a slow moment). Each size's fastest run is
+    compared: interference only slows a run, and a slow moment once gave batch 1 a
+    median of 47 ms where it runs in 31 (Magenta, OpenVINO int8 at 512²), which turned
+    batching on at a 1.16x gain that was really 0.9x."""
     try:
-        ms = per_image_ms(bundle, backend, precision, PROBE_SIDE, (1, PROBE_BATCH))
+        ms = per_image_ms(bundle, backend, precision, PROBE_SIDE, (1, PROBE_BATCH), min)
     except StyleshipError as exc:
-        return {"helps": False, "why": f"batch {PROBE_BATCH} failed: {first_line(exc, 120)}"}
+        why = f"batch {PROBE_BATCH} failed: {first_line(exc, 120)}"
+        return {"method": BATCHING_METHOD, "helps": False, "why": why}
     gain = ms[1] / ms[PROBE_BATCH]
     return {
+        "method": BATCHING_METHOD,
         "helps": gain >= BATCH_GAIN,
         "batch": PROBE_BATCH,
         "per_image_ms": round(ms[PROBE_BATCH], 2),
@@ -382,7 +395,7 @@ def choose(
 def batching(bundle: Bundle, choice: Choice) -> dict:
     """Whether batches help the chosen pair (measured once, then kept with the choice):
     the server asks, `stylize` never needs to."""
-    if not choice.batching:
+    if choice.batching.get("method") != BATCHING_METHOD:  # none yet, or an older method's
         choice.batching = _batching(bundle, choice.backend, choice.precision)
         if choice.key:
             _write(cache_dir() / f"{choice.key}.json", choice)

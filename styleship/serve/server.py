@@ -88,8 +88,8 @@ def _tensors(ports: Sequence[Port]):
 
 
 def _model_config(config: ServeConfig, batched: bool):
-    """Triton's batcher: waits up to the queue delay to fill a batch only where batches
-    help; elsewhere requests go one at a time, as soon as an instance is free."""
+    """Triton's batcher: where batches help it waits up to the queue delay to fill one;
+    elsewhere it hands over what is queued as soon as the instance is free."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, TimeoutAction
 
     policy = QueuePolicy(
@@ -98,16 +98,14 @@ def _model_config(config: ServeConfig, batched: bool):
         allow_timeout_override=True,
         max_queue_size=config.max_queue,
     )
-    # Unbatched engines run a group's requests one by one and Triton answers the group at
-    # once, so groups are kept small (2): a request waits for few others. A full group forms
-    # only when that many are queued, where fewer, larger calls save the per-call overhead.
-    # Measured on Magenta at 512² (docs/serving.md): groups of up to 8 gave p99 920 ms at 8
-    # clients, groups of 1 lost 30 % of throughput at 32 clients, this rule neither.
+    # No preferred batch sizes: with them and no queue delay, Triton left requests queued
+    # for about 400 ms whenever no new request arrived to wake it (traced on Magenta at
+    # 512²: every time clients stopped sending, docs/serving.md). Unbatched engines get the
+    # requests queued when the instance frees, run one after another (fewer, larger calls
+    # save the server's per-call overhead under load). One image per request kept the
+    # queue strictly in order but lost throughput at 32 clients and raised their p99.
     batcher = DynamicBatcher(
         max_queue_delay_microseconds=config.max_queue_delay_us if batched else 0,
-        preferred_batch_size=None
-        if batched
-        else sorted({min(2, config.max_batch), config.max_batch}),
         default_queue_policy=policy,
     )
     return ModelConfig(batching=True, max_batch_size=config.max_batch, batcher=batcher)
