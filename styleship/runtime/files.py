@@ -23,6 +23,7 @@ from pathlib import Path
 
 from styleship.errors import InputError, StyleshipError
 from styleship.runtime import image as im
+from styleship.runtime.memory import padded_pixels
 
 HEADER_BYTES = 1 << 16  # JPEG's frame header can follow EXIF data and a thumbnail
 
@@ -53,10 +54,7 @@ def _pixels(path: Path) -> int:
             size = im.declared_size(f.read(HEADER_BYTES))
     except OSError:
         return 0
-    if not size:
-        return 0
-    w, h = (-(-side // im.MULTIPLE) * im.MULTIPLE for side in size)
-    return w * h
+    return padded_pixels(*size) if size else 0
 
 
 def stylize_files(

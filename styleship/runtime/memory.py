@@ -36,6 +36,11 @@ SMALL_BOUND = 4096
 FALLBACK_BYTES_PER_PIXEL = 2048  # when the engine cannot be measured
 
 
+def padded_pixels(width: int, height: int) -> int:
+    """Pixels the engine sees for a width × height image, its sides padded to MULTIPLE."""
+    return (-(-width // MULTIPLE) * MULTIPLE) * (-(-height // MULTIPLE) * MULTIPLE)
+
+
 def _status_kib(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -180,16 +185,16 @@ def auto_tile(
 
     `bytes_per_pixel` is only called for images too large to fit at SMALL_BOUND.
     """
-    h, w = (-(-n // MULTIPLE) * MULTIPLE for n in (height, width))
+    pixels = padded_pixels(width, height)
     budget = budget or default_budget()
-    record: dict = {"budget_bytes": int(budget), "pixels": h * w}
-    if h * w * (IMAGE_BYTES_PER_PIXEL + SMALL_BOUND) <= budget:
+    record: dict = {"budget_bytes": int(budget), "pixels": pixels}
+    if pixels * (IMAGE_BYTES_PER_PIXEL + SMALL_BOUND) <= budget:
         reason = f"fits: it would even at {SMALL_BOUND} bytes per pixel"
         return {"tile": None, **record, "reason": reason}
     bpp, source = bytes_per_pixel()
     if bpp is None:
         bpp, source = FALLBACK_BYTES_PER_PIXEL, f"assumed ({source})"
-    need = (bpp + IMAGE_BYTES_PER_PIXEL) * h * w
+    need = (bpp + IMAGE_BYTES_PER_PIXEL) * pixels
     record |= {
         "bytes_per_pixel": bpp,
         "bytes_per_pixel_source": source,
@@ -199,7 +204,7 @@ def auto_tile(
     if need <= budget:
         reason = f"fits: about {need / gib:.1f} of the {budget / gib:.1f} GiB budget"
         return {"tile": None, **record, "reason": reason}
-    room = max(budget - IMAGE_BYTES_PER_PIXEL * h * w, 0)
+    room = max(budget - IMAGE_BYTES_PER_PIXEL * pixels, 0)
     side = max(MIN_TILE, (int(np.sqrt(room / bpp)) - 2 * halo) // 256 * 256)
     reason = f"untiled needs about {need / gib:.1f} GiB, over the {budget / gib:.1f} GiB budget"
     return {"tile": side, **record, "reason": reason}

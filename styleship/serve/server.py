@@ -100,7 +100,7 @@ def _model_config(config: ServeConfig, batched: bool):
     )
     # No preferred batch sizes: with them and no queue delay, Triton left requests queued
     # for about 400 ms whenever no new request arrived to wake it (traced on Magenta at
-    # 512²: every time clients stopped sending, docs/serving.md). Unbatched engines get the
+    # 512²: every time clients stopped sending, docs/benchmarks.md). Unbatched engines get the
     # requests queued when the instance frees, run one after another (fewer, larger calls
     # save the server's per-call overhead under load). One image per request kept the
     # queue strictly in order but lost throughput at 32 clients and raised their p99.
