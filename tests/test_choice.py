@@ -150,6 +150,28 @@ def test_openvino_keeps_compiled_models_in_the_user_cache(empty_cache):
     assert folder.is_dir() and any(folder.iterdir())
 
 
+def test_a_batching_gain_is_measured_again_before_batching_turns_on(monkeypatch):
+    # A slow spell over a whole first measurement (batch 1 at 46 ms where it runs in 31, as
+    # seen at a server's start) must not turn batching on by itself.
+    spells = iter([{1: 46.4, 4: 39.8}, {1: 31.2, 4: 34.6}])
+    calls = []
+
+    def fake(bundle, backend, precision, side, batches, stat):
+        calls.append(batches)
+        return next(spells)
+
+    monkeypatch.setattr(ch, "per_image_ms", fake)
+    record = ch._batching(None, "openvino", "int8")
+    assert len(calls) == 2
+    assert record["helps"] is False
+    assert (record["batch1_ms"], record["per_image_ms"]) == (31.2, 34.6)
+    # A gain that holds in both measurements turns it on; no gain is not measured twice.
+    spells = iter([{1: 40.0, 4: 20.0}, {1: 38.0, 4: 21.0}])
+    assert ch._batching(None, "ort-cuda", "fp16")["helps"] is True
+    spells, calls = iter([{1: 31.0, 4: 34.0}]), []
+    assert ch._batching(None, "openvino", "int8")["helps"] is False and len(calls) == 1
+
+
 def test_serve_batches_only_where_the_measurement_says_so(empty_cache):
     from styleship.serve.server import ServeConfig, _batching, _model_config
 
