@@ -116,6 +116,28 @@ def test_unreadable_training_images_are_skipped(assets, tmp_path):
     assert np.array_equal(batch, again)  # same seed and step, same batch, any worker count
 
 
+def test_added_files_draw_the_same_batches_wherever_they_live(assets, tmp_path):
+    """Minted styles join the painting folder after its own files: a run directory that
+    sorts before the assets (CI checked out at /check, runs under /tmp) once drew other
+    paintings at every step than a checkout at /work did."""
+    paintings = sorted((assets / "styles").glob("*.jpg"))
+    batches = []
+    for where in ("a_run", "z_run"):  # sorting before and after the painting folder
+        extra = tmp_path / where
+        extra.mkdir()
+        for p in paintings[:2]:
+            shutil.copy(p, extra / f"minted_{p.name}")
+        folder = tmp_path / "styles"
+        if not folder.is_dir():
+            shutil.copytree(assets / "styles", folder)
+        ds = FolderDataset(folder)
+        ds.add_files(sorted(extra.glob("*.jpg")))
+        assert [p.parent for p in ds.files[-2:]] == [extra, extra]
+        make = BatchMaker(ds, 32, 4, seed=0, stream=1, workers=1)
+        batches.append(np.stack([make(step) for step in range(12)]))
+    assert np.array_equal(*batches)
+
+
 def test_missing_vgg_source_is_a_clear_error(assets, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("STYLESHIP_VGG19", raising=False)

@@ -38,8 +38,13 @@ class FolderDataset:
         self._cache_all = len(self.files) <= cache_limit
 
     def add_files(self, paths: list[Path]) -> None:
-        """Draw from these files too (e.g. the teacher's minted styles), in a fixed order."""
-        self.files = sorted(set(self.files) | set(paths))
+        """Draw from these files too (e.g. the teacher's minted styles), after the folder's own.
+
+        Appended in their given order rather than sorted in: sorting absolute paths would make
+        the batches depend on where the folder and the run directory happen to live.
+        """
+        known = set(self.files)
+        self.files = self.files + [p for p in dict.fromkeys(paths) if p not in known]
         self._cache_all = len(self.files) <= self._cache_limit
 
     def __len__(self) -> int:
