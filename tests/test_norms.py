@@ -134,8 +134,9 @@ def test_the_export_step_keeps_a_fusion_only_where_the_outputs_agree(
     lines: list[str] = []
     assert norms.fuse_bundle_norms(writer, lines.append) == {}
     assert path.read_bytes() == written_out
-    assert lines == ["stylizer: instance norms left written out: its outputs differ from the "
-                     "written-out graph's"]  # fmt: skip
+    assert len(lines) == 1 and lines[0].startswith(
+        "stylizer: instance norms left written out: its outputs differ from the graph's before"
+    )
     monkeypatch.setattr(norms, "fuse_instance_norms", real)
     assert norms.fuse_bundle_norms(writer, lines.append) == {"stylizer": count}
     assert _ops(onnx.load(str(path)))["InstanceNormalization"] == count

@@ -1,14 +1,19 @@
 """What the ONNX graph passes read: constants, producers and readers, spatial means,
-shape-only hops and the nodes an output needs.
+shape-only hops and the nodes an output needs; and the probe that checks a rewrite.
 
 Shared by the exact-tiling split (split_graph.py), which finds whole-image
-statistics, and the norm fusion (norms.py), which finds the norms built on
-them. Torch-free: onnx and numpy.
+statistics, the norm fusion (norms.py), which finds the norms built on them,
+and the sub-pixel upsampling (upsample.py). Torch-free: onnx, numpy and, for
+the probe, ONNX Runtime.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from styleship.errors import first_line
 
 SHAPE_ONLY = {"Reshape", "Identity", "Expand", "Unsqueeze", "Squeeze"}
 
@@ -82,3 +87,43 @@ class GraphIndex:
         """The value of a one-element constant, else None."""
         value = self.consts.get(tensor)
         return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
+def probe(specs) -> dict[str, np.ndarray]:
+    """Inputs for a before/after comparison: batch 2 (per-sample γ and β differ), other
+    dynamic sides 64 and 48 in turn (a rewrite that swapped height and width would show),
+    seeded values in [0, 1)."""
+    rng = np.random.default_rng(0)
+    feed = {}
+    for spec in specs:
+        sides = iter([64, 48] * 4)
+        shape = [
+            d if isinstance(d, int) else 2 if d == "batch" else next(sides) for d in spec.shape
+        ]
+        feed[spec.name] = rng.random(shape).astype(spec.dtype)
+    return feed
+
+
+def disagreement(before, after, specs, feeds: Sequence[dict] = ()) -> str | None:
+    """Why a rewritten graph is not the same function as before on a probe, or on any of
+    `feeds` (ONNX Runtime CPU), or None.
+
+    `wrap`'s parity gate only checks shapes, so a foreign graph that a pattern matched
+    wrongly would otherwise ship; the passes keep such a graph as it was. `feeds` are real
+    pictures (samples.sample_feeds): where a model's norms amplify the rounding of a
+    rewrite beyond the tolerance, the rewrite is refused rather than the export."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        sessions = [ort.InferenceSession(m.SerializeToString(), options) for m in (before, after)]
+        for feed in [probe(specs), *feeds]:
+            outs = [s.run(None, feed) for s in sessions]
+            for a, b in zip(*outs):
+                if a.shape != b.shape or not np.allclose(a, b, rtol=1e-3, atol=1e-4):
+                    worst = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
+                    return f"its outputs differ from the graph's before (max abs {worst:.1e})"
+    except Exception as exc:  # ONNX Runtime's errors derive from Exception alone
+        return f"cannot run it to compare ({first_line(exc, 120)})"
+    return None

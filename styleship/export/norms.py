@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from styleship.errors import first_line
 from styleship.export.graph_index import (
     SHAPE_ONLY,
     GraphIndex,
+    disagreement,
     needed_nodes,
     spatial_mean,
     through_shape_ops,
@@ -239,8 +239,13 @@ def _spatial_mean_node(src: str, dst: str, axes: str, opset: int):
 
 def expand_instance_norms(model) -> int:
     """Rewrite `model` in place: every InstanceNormalization node written out as a
-    spatial mean and variance (ReduceMean), the form split_graph finds. Returns how many."""
+    spatial mean and variance (ReduceMean), the form split_graph finds. Returns how many.
+    Narrow norms shipped on a flat view (narrow_norms.py) are made 4-D again first."""
     from onnx import helper, numpy_helper
+
+    from styleship.export.narrow_norms import unflatten_narrow_norms
+
+    unflatten_narrow_norms(model)
 
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
@@ -278,40 +283,6 @@ def expand_instance_norms(model) -> int:
     return count
 
 
-def _probe(specs) -> dict[str, np.ndarray]:
-    """Inputs for a before/after comparison: batch 2 (per-sample γ and β differ), other
-    dynamic sides 64, seeded values in [0, 1)."""
-    rng = np.random.default_rng(0)
-    feed = {}
-    for spec in specs:
-        shape = [d if isinstance(d, int) else 2 if d == "batch" else 64 for d in spec.shape]
-        feed[spec.name] = rng.random(shape).astype(spec.dtype)
-    return feed
-
-
-def _disagreement(before, after, specs) -> str | None:
-    """Why the fused graph is not the same function on a probe (ONNX Runtime CPU), or None.
-
-    `wrap`'s parity gate only checks shapes, so a foreign graph that a pattern matched
-    wrongly would otherwise ship; here any such graph keeps its written-out norms."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    feed = _probe(specs)
-    try:
-        outs = [
-            ort.InferenceSession(m.SerializeToString(), options).run(None, feed)
-            for m in (before, after)
-        ]
-    except Exception as exc:  # ONNX Runtime's errors derive from Exception alone
-        return f"cannot run it to compare ({first_line(exc, 120)})"
-    for a, b in zip(*outs):
-        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-3, atol=1e-4):
-            return "its outputs differ from the written-out graph's"
-    return None
-
-
 def fuse_bundle_norms(writer: BundleWriter, log: Log = lambda msg: None) -> dict[str, int]:
     """The `norms` export step: fuse the instance norms of every staged fp32 graph, in
     place, before parity checks them against the source; a graph whose fused form does
@@ -331,7 +302,7 @@ def fuse_bundle_norms(writer: BundleWriter, log: Log = lambda msg: None) -> dict
         if not count:
             continue
         onnx.checker.check_model(model)
-        why = _disagreement(before, model, info.inputs)
+        why = disagreement(before, model, info.inputs)
         if why:
             log(f"{name}: instance norms left written out: {why}")
             continue

@@ -58,3 +58,33 @@ def parity_feed(contents, styles, size: int) -> dict[str, np.ndarray]:
         "style": np.stack([square(p, size) for p in styles]),
         "strength": np.resize(np.array([1.0, 0.6], dtype=np.float32), len(contents)),
     }
+
+
+def sample_feeds(bundle, graph: str, contents, styles, sizes=(256, 384)) -> list[dict]:
+    """The parity images (parity_feed) as feeds for one staged graph, at each size, style
+    codes from the bundle's own fp32 style encoder (ONNX Runtime). Empty where an input
+    cannot be made from images (a graph fed statistics, a bundle without a style encoder).
+
+    For checking a graph rewrite on real pictures: an untrained model's norms can amplify
+    float rounding 300-fold on the flat regions of photos, which uniform-noise probes miss.
+    """
+    import onnxruntime as ort
+
+    spec = bundle.graph(graph)
+    encoder_spec = bundle.graphs.get("style_encoder")
+    encoder = None
+    if encoder_spec is not None and graph != "style_encoder":
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        path = bundle.path / encoder_spec.files["fp32"]
+        encoder = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = []
+    for size in sizes:
+        values = parity_feed(contents, styles, size)
+        if encoder is not None:
+            codes = encoder.run(None, {encoder_spec.inputs[0].name: values["style"]})
+            values.update(zip([t.name for t in encoder_spec.outputs], codes))
+        if any(t.value_key not in values for t in spec.inputs):
+            return []
+        feeds.append({t.name: values[t.value_key] for t in spec.inputs})
+    return feeds

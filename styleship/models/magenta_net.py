@@ -30,6 +30,7 @@ from torch import nn
 
 from styleship.errors import InputError
 from styleship.export.magenta_graphs import STYLE_SIDE  # the import's crop-and-resize side
+from styleship.export.upsample import SUFFIX, original_weights
 
 CODE_DIM = 100
 CONTRACT = (8, 16, 32)  # channels after each contract convolution
@@ -231,6 +232,9 @@ def _transform_weights(bundle: Path) -> tuple[dict[str, torch.Tensor], float]:
 
     def conv(src: str) -> tuple[np.ndarray, np.ndarray]:
         w = f"{src}/weights_dequant"
+        if w + SUFFIX in inits:  # a decoder stage export made sub-pixel (export/upsample.py)
+            weights = original_weights(inits[w + SUFFIX])
+            return weights, inits[bias[w + SUFFIX]][: weights.shape[0]]
         if w not in inits:
             raise InputError(f"{bundle}: no {w}: not a Magenta bundle")
         return inits[w], inits[bias[w]]
