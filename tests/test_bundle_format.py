@@ -189,9 +189,18 @@ def test_steps_run_from_one_table_in_its_order(small_bundle, tmp_path):
 
     names = [s.name for s in STEPS]
     exported = [k for k in Bundle.load(small_bundle).manifest if k in names]
-    assert exported == ["norms", "parity", "precision_parity", "split", "memory"]
+    assert exported == [
+        "norms",
+        "upsampling",
+        "parity",
+        "precision_parity",
+        "split",
+        "narrow_norms",
+        "memory",
+    ]
     # A foreign single-graph model: wrap runs the same table (no reduced precisions).
     wrapped = wrap_model(_foreign(tmp_path / "net.onnx"), tmp_path / "f.wrapped", Convention("0-1"))
     manifest = Bundle.load(wrapped).manifest
-    assert [k for k in manifest if k in names] == ["norms", "parity", "split", "memory"]
+    steps = ["norms", "upsampling", "parity", "split", "narrow_norms", "memory"]
+    assert [k for k in manifest if k in names] == steps
     assert manifest["parity"]["passed"] and manifest["external_data"]["unique_tensors"] == 2

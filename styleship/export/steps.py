@@ -59,6 +59,12 @@ def _norms(writer: BundleWriter, plan: Plan, log: Log) -> None:
     writer.record("norms", {"fused": fuse_bundle_norms(writer, log)})
 
 
+def _upsampling(writer: BundleWriter, plan: Plan, log: Log) -> None:
+    from styleship.export.upsample import subpixel_bundle
+
+    writer.record("upsampling", subpixel_bundle(writer, plan.contents, plan.styles, log))
+
+
 def _parity(writer: BundleWriter, plan: Plan, log: Log) -> None:
     writer.record("parity", plan.parity(writer.bundle(), log))
 
@@ -95,6 +101,12 @@ def _split(writer: BundleWriter, plan: Plan, log: Log) -> None:
     add_split(writer, log)
 
 
+def _narrow_norms(writer: BundleWriter, plan: Plan, log: Log) -> None:
+    from styleship.export.narrow_norms import flatten_bundle_norms
+
+    writer.record("narrow_norms", flatten_bundle_norms(writer, plan.contents, plan.styles, log))
+
+
 def _memory(writer: BundleWriter, plan: Plan, log: Log) -> None:
     from styleship.export.split import add_memory
 
@@ -118,6 +130,12 @@ STEPS: tuple[Step, ...] = (
         _norms,
         "written-out instance norms fused into one node each (export/norms.py)",
     ),
+    Step(
+        "upsampling",
+        lambda p: True,
+        _upsampling,
+        "x2 upsampling convs made sub-pixel, resizes by 1 dropped (export/upsample.py)",
+    ),
     Step("parity", lambda p: True, _parity, "fp32 graphs vs the source; a gate"),
     Step("fp16", lambda p: p.fp16, _fp16, "fp16 twins with fp32 islands (export/fp16.py)"),
     Step("int8", lambda p: p.int8, _int8, "QDQ int8 twins, calibrated (export/int8.py)"),
@@ -134,6 +152,12 @@ STEPS: tuple[Step, ...] = (
         "named style codes (export/style_bank.py)",
     ),
     Step("split", lambda p: p.split, _split, "exact-tiling graphs (export/split.py)"),
+    Step(
+        "narrow_norms",
+        lambda p: True,
+        _narrow_norms,
+        "norms under 16 channels on an (N, C, H*W) view; after split (export/narrow_norms.py)",
+    ),
     Step("memory", lambda p: p.memory, _memory, "bytes per pixel for tile='auto'"),
 )
 
