@@ -222,3 +222,13 @@ def test_find_images_takes_absolute_globs_home_paths_and_bracketed_names(tmp_pat
     assert find_images([str(tmp_path / "shot[1].jpg")]) == [tmp_path / "shot[1].jpg"]
     monkeypatch.setenv("HOME", str(tmp_path))
     assert find_images(["~/b.png"]) == [tmp_path / "b.png"]
+
+
+def test_nchw_round_trip_keeps_every_pixel_and_channel():
+    rng = np.random.default_rng(0)
+    rgb = rng.random((17, 9, 3), dtype=np.float32)  # odd, non-square
+    batch = np.concatenate([im.to_nchw(rgb[::-1]), im.to_nchw(rgb)])
+    back = im.from_nchw(batch, 1)
+    assert back.flags.c_contiguous and np.array_equal(back, rgb)
+    grey = rng.random((1, 1, 5, 4), dtype=np.float32)
+    assert im.from_nchw(grey).shape == (5, 4, 1)
