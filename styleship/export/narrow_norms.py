@@ -46,7 +46,10 @@ def _ranks(model) -> dict[str, int]:
     """Tensor ranks that ONNX shape inference can tell (graph inputs included)."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # e.g. an fp16 twin whose recorded types inference disputes
+        inferred = model
     ranks = {}
     for info in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         if info.type.tensor_type.HasField("shape"):
