@@ -1,15 +1,19 @@
 """What the ONNX graph passes read: constants, producers and readers, spatial means,
-shape-only hops and the nodes an output needs; and the probe that checks a rewrite.
+shape-only hops and the nodes an output needs; the sweep of what a rewrite left
+unread; and the check that a rewrite computes what the graph computed before.
 
 Shared by the exact-tiling split (split_graph.py), which finds whole-image
-statistics, the norm fusion (norms.py), which finds the norms built on them,
-and the sub-pixel upsampling (upsample.py). Torch-free: onnx, numpy and, for
-the probe, ONNX Runtime.
+statistics, and by the export steps that rewrite a staged file in place: the
+norm fusion (norms.py), the sub-pixel upsampling (upsample.py) and the narrow
+norms (narrow_norms.py). Torch-free: onnx, numpy and, for the check, ONNX
+Runtime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,11 +68,25 @@ def needed_nodes(nodes: list, outputs: set[str]) -> list:
     return keep[::-1]
 
 
+def drop_dead(graph) -> None:
+    """Remove, in place, the nodes no graph output needs, then the initializers nothing
+    reads (one that is also a graph input stays: it is a default a caller may override)."""
+    outputs = {o.name for o in graph.output}
+    keep = needed_nodes(list(graph.node), outputs)
+    used = outputs | {i for n in keep for i in n.input} | {i.name for i in graph.input}
+    inits = [i for i in graph.initializer if i.name in used]
+    del graph.node[:]
+    graph.node.extend(keep)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
 class GraphIndex:
-    """A graph's constants, each tensor's producer and each tensor's readers."""
+    """A graph's constants, its outputs, each tensor's producer and each tensor's readers."""
 
     def __init__(self, graph) -> None:
         self.consts = graph_consts(graph)
+        self.outputs = {o.name for o in graph.output}
         self.producer = {o: n for n in graph.node for o in n.output}
         self.consumers: dict[str, list] = {}
         for n in graph.node:
@@ -78,6 +96,15 @@ class GraphIndex:
     def users(self, tensor: str, op: str) -> list:
         """The nodes of type `op` that read `tensor`."""
         return [n for n in self.consumers.get(tensor, []) if n.op_type == op]
+
+    def only_reader(self, tensor: str, ops: set[str] | None = None):
+        """The one node that reads `tensor` (of a type in `ops`, if given), or None where
+        more read it or it is a graph output: a rewrite of that node then changes what
+        nothing else sees."""
+        readers = self.consumers.get(tensor, [])
+        if len(readers) != 1 or tensor in self.outputs:
+            return None
+        return readers[0] if ops is None or readers[0].op_type in ops else None
 
     def other(self, node, tensor: str) -> str:
         """The input of a two-input node that is not `tensor`."""
@@ -127,3 +154,29 @@ def disagreement(before, after, specs, feeds: Sequence[dict] = ()) -> str | None
     except Exception as exc:  # ONNX Runtime's errors derive from Exception alone
         return f"cannot run it to compare ({first_line(exc, 120)})"
     return None
+
+
+def rewrite_checked(
+    path: Path, specs, rewrite: Callable[[Any], Any], feeds: Callable[[], Sequence[dict]]
+) -> tuple[Any, str | None]:
+    """Rewrite the ONNX file at `path` with `rewrite` (in place on the loaded model; it
+    returns what it did, falsy where nothing matched) and write it back, atomically, only
+    if onnx's checker passes it and it computes what the file did before on a probe and on
+    `feeds()` (called only once there is something to check). Returns (what `rewrite`
+    returned, why the file was left as it was, or None)."""
+    import copy
+
+    import onnx
+
+    from styleship import _atomic
+
+    model = onnx.load(str(path))
+    before = copy.deepcopy(model)
+    done = rewrite(model)
+    if not done:
+        return done, None
+    onnx.checker.check_model(model)
+    why = disagreement(before, model, specs, feeds())
+    if why is None:
+        _atomic.write_bytes(path, model.SerializeToString())
+    return done, why

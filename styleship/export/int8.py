@@ -53,6 +53,7 @@ import numpy as np
 from styleship.bundle.writer import BundleWriter
 from styleship.compare import psnr
 from styleship.export.fp16 import in_fp32_module
+from styleship.export.samples import style_coder
 from styleship.runtime.bundle import Bundle
 
 QUANTISED_GRAPHS = ("stylizer", "fused")
@@ -65,18 +66,11 @@ MIN_PSNR = 30.0  # the default bar for "usable int8" (PSNR vs fp32 on [0, 1] ima
 
 def code_feeds(bundle: Bundle, graph: str, samples: dict[str, np.ndarray]) -> Iterator[dict]:
     """One feed per (content, style) pair, the style code computed in fp32."""
-    import onnxruntime as ort
-
     spec = bundle.graph(graph)
-    encoder = ort.InferenceSession(
-        str(bundle.path / bundle.graph("style_encoder").files["fp32"]),
-        providers=["CPUExecutionProvider"],
-    )
-    style_input = bundle.graph("style_encoder").inputs[0].name
-    names = [t.name for t in bundle.graph("style_encoder").outputs]
+    coder = style_coder(bundle)
     for s in range(len(samples["style"])):
         style = samples["style"][s : s + 1]
-        code = dict(zip(names, encoder.run(None, {style_input: style})))
+        code = coder(style) if coder else {}
         for c in range(len(samples["content"])):
             values = {
                 **code,

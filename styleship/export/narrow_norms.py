@@ -26,12 +26,13 @@ on a probe (graph_index.disagreement). Torch-free: onnx and numpy.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from styleship.export.graph_index import GraphIndex, disagreement
+from styleship.export.graph_index import GraphIndex, rewrite_checked
 
 if TYPE_CHECKING:
     from styleship.bundle.writer import BundleWriter
@@ -64,13 +65,6 @@ def flatten_narrow_norms(model, narrow: int = NARROW) -> int:
     graph = model.graph
     g = GraphIndex(graph)
     ranks = _ranks(model)
-    outputs = {o.name for o in graph.output}
-
-    def only_reader(tensor: str, ops: set[str]):
-        readers = g.consumers.get(tensor, [])
-        if len(readers) == 1 and tensor not in outputs and readers[0].op_type in ops:
-            return readers[0]
-        return None
 
     def rank(tensor: str) -> int | None:
         value = g.consts.get(tensor)
@@ -82,14 +76,14 @@ def flatten_narrow_norms(model, narrow: int = NARROW) -> int:
         scale = g.consts.get(norm.input[1]) if norm.op_type == "InstanceNormalization" else None
         if scale is None or scale.size >= narrow or rank(norm.input[0]) != 4:
             continue
-        mul = only_reader(norm.output[0], {"Mul"})
-        add = mul and only_reader(mul.output[0], {"Add"})
+        mul = g.only_reader(norm.output[0], {"Mul"})
+        add = mul and g.only_reader(mul.output[0], {"Add"})
         if add is None:
             continue
         gamma, beta = g.other(mul, norm.output[0]), g.other(add, mul.output[0])
         if rank(gamma) != 4 or rank(beta) != 4:
             continue
-        last = only_reader(add.output[0], ACTIVATIONS) or add
+        last = g.only_reader(add.output[0], ACTIVATIONS) or add
         t = f"{norm.output[0]}/flat"
         x = norm.input[0]
         # Each Reshape just before its reader: γ and β may be computed after the norm.
@@ -160,34 +154,24 @@ def flatten_bundle_norms(
     file whose rewritten form does not compute the same outputs on a probe and on the
     sample pictures is left as it was. Returns the record: {"flattened": {graph: {precision:
     count}}, "left": {"graph precision": why}}."""
-    import copy
+    from styleship.export.samples import staged_feeds
 
-    import onnx
-
-    from styleship import _atomic
-    from styleship.export.samples import sample_feeds
-
+    feeds = staged_feeds(writer, contents, styles)
     done: dict[str, dict] = {}
     left: dict[str, str] = {}
     for name, info in writer.manifest.graphs.items():
-        feeds = None
         for precision, file in info.files.items():
-            path = writer.stage / file
-            model = onnx.load(str(path))
-            before = copy.deepcopy(model)
-            count = flatten_narrow_norms(model)
-            if not count:
-                continue
-            onnx.checker.check_model(model)
-            if feeds is None:
-                feeds = sample_feeds(writer.bundle(), name, contents, styles) if contents else []
-            why = disagreement(before, model, info.inputs, feeds)
+            count, why = rewrite_checked(
+                writer.stage / file,
+                info.inputs,
+                flatten_narrow_norms,
+                functools.partial(feeds, name),
+            )
             if why:
                 log(f"{name} {precision}: narrow norms left as they were: {why}")
                 left[f"{name} {precision}"] = why
-                continue
-            _atomic.write_bytes(path, model.SerializeToString())
-            done.setdefault(name, {})[precision] = count
+            elif count:
+                done.setdefault(name, {})[precision] = count
     if done:
         log(f"narrow norms flattened: {', '.join(f'{g} {c}' for g, c in done.items())}")
     return {"flattened": done, "left": left}

@@ -33,8 +33,8 @@ import numpy as np
 from styleship.export.graph_index import (
     SHAPE_ONLY,
     GraphIndex,
-    disagreement,
-    needed_nodes,
+    drop_dead,
+    rewrite_checked,
     spatial_mean,
     through_shape_ops,
 )
@@ -157,18 +157,6 @@ def _channels(model) -> dict[str, int]:
     return out
 
 
-def _drop_dead(graph) -> None:
-    """Remove nodes whose outputs nothing reads, then initializers nothing reads."""
-    outputs = {o.name for o in graph.output}
-    keep = needed_nodes(list(graph.node), outputs)
-    used = outputs | {i for n in keep for i in n.input}
-    inits = [i for i in graph.initializer if i.name in used]
-    del graph.node[:]
-    graph.node.extend(keep)
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-
-
 def fuse_instance_norms(model) -> int:
     """Rewrite `model` in place: every written-out instance norm becomes one
     InstanceNormalization node (γ and β, if any, a Mul and an Add after it).
@@ -223,7 +211,7 @@ def fuse_instance_norms(model) -> int:
         rebuilt.extend(replace.pop(hit) if hit else [n])
     del graph.node[:]
     graph.node.extend(rebuilt)
-    _drop_dead(graph)
+    drop_dead(graph)
     return fused
 
 
@@ -287,27 +275,14 @@ def fuse_bundle_norms(writer: BundleWriter, log: Log = lambda msg: None) -> dict
     """The `norms` export step: fuse the instance norms of every staged fp32 graph, in
     place, before parity checks them against the source; a graph whose fused form does
     not compute the same outputs on a probe is left as it was. Returns {graph: count}."""
-    import copy
-
-    import onnx
-
-    from styleship import _atomic
-
     fused = {}
     for name, info in writer.manifest.graphs.items():
         path = writer.stage / info.files["fp32"]
-        model = onnx.load(str(path))
-        before = copy.deepcopy(model)
-        count = fuse_instance_norms(model)
-        if not count:
-            continue
-        onnx.checker.check_model(model)
-        why = disagreement(before, model, info.inputs)
+        count, why = rewrite_checked(path, info.inputs, fuse_instance_norms, lambda: ())
         if why:
             log(f"{name}: instance norms left written out: {why}")
-            continue
-        _atomic.write_bytes(path, model.SerializeToString())
-        fused[name] = count
+        elif count:
+            fused[name] = count
     if fused:
         log(f"instance norms fused: {', '.join(f'{g} {n}' for g, n in fused.items())}")
     return fused

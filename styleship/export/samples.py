@@ -6,6 +6,7 @@ images: the repository's sample photos and paintings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,31 +61,55 @@ def parity_feed(contents, styles, size: int) -> dict[str, np.ndarray]:
     }
 
 
+def style_coder(bundle) -> Callable[[np.ndarray], dict[str, np.ndarray]] | None:
+    """The bundle's fp32 style encoder (ONNX Runtime CPU) as a function from style images
+    (N×3×H×W) to its codes by output name; None for a bundle without one. Checks and
+    calibration compute codes in fp32, as the runtime's style cache does."""
+    import onnxruntime as ort
+
+    spec = bundle.graphs.get("style_encoder")
+    if spec is None:
+        return None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(bundle.path / spec.files["fp32"]), options, providers=["CPUExecutionProvider"]
+    )
+    names, style_input = [t.name for t in spec.outputs], spec.inputs[0].name
+    return lambda style: dict(zip(names, session.run(None, {style_input: style})))
+
+
 def sample_feeds(bundle, graph: str, contents, styles, sizes=(256, 384)) -> list[dict]:
     """The parity images (parity_feed) as feeds for one staged graph, at each size, style
-    codes from the bundle's own fp32 style encoder (ONNX Runtime). Empty where an input
-    cannot be made from images (a graph fed statistics, a bundle without a style encoder).
+    codes from the bundle's own fp32 style encoder. Empty where an input cannot be made
+    from images (a graph fed statistics, a bundle without a style encoder).
 
     For checking a graph rewrite on real pictures: an untrained model's norms can amplify
     float rounding 300-fold on the flat regions of photos, which uniform-noise probes miss.
     """
-    import onnxruntime as ort
-
     spec = bundle.graph(graph)
-    encoder_spec = bundle.graphs.get("style_encoder")
-    encoder = None
-    if encoder_spec is not None and graph != "style_encoder":
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        path = bundle.path / encoder_spec.files["fp32"]
-        encoder = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    coder = style_coder(bundle) if graph != "style_encoder" else None
     feeds = []
     for size in sizes:
         values = parity_feed(contents, styles, size)
-        if encoder is not None:
-            codes = encoder.run(None, {encoder_spec.inputs[0].name: values["style"]})
-            values.update(zip([t.name for t in encoder_spec.outputs], codes))
+        if coder is not None:
+            values.update(coder(values["style"]))
         if any(t.value_key not in values for t in spec.inputs):
             return []
         feeds.append({t.name: values[t.value_key] for t in spec.inputs})
+    return feeds
+
+
+def staged_feeds(writer, contents, styles) -> Callable[[str], list[dict]]:
+    """sample_feeds for each graph of a bundle being written, each made once and on first
+    use: the stage is flushed (every staged file hashed) once per step, not per graph.
+    Without `contents`, no feeds."""
+    import functools
+
+    bundle = functools.cache(writer.bundle)
+
+    @functools.cache
+    def feeds(graph: str) -> list[dict]:
+        return sample_feeds(bundle(), graph, contents, styles) if contents else []
+
     return feeds

@@ -25,12 +25,13 @@ check, graph_index.py).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from styleship.export.graph_index import GraphIndex, disagreement
+from styleship.export.graph_index import GraphIndex, drop_dead, rewrite_checked
 
 if TYPE_CHECKING:
     from styleship.bundle.writer import BundleWriter
@@ -100,11 +101,6 @@ def _nearest_x2(node, g: GraphIndex) -> bool:
     return (transform, rounding) in NEAREST_X2 and scales.tolist() == [1, 1, 2, 2]
 
 
-def _only_reader(tensor: str, g: GraphIndex, outputs: set[str]):
-    readers = g.consumers.get(tensor, [])
-    return readers[0] if len(readers) == 1 and tensor not in outputs else None
-
-
 def _pad_of(pad, g: GraphIndex) -> str | None:
     """The source padding a 1-pixel spatial Pad of the repeated map becomes, or None."""
     if pad.op_type != "Pad" or len(pad.input) < 2 or pad.input[1] not in g.consts:
@@ -139,13 +135,12 @@ def drop_identity_resizes(model) -> int:
     Returns how many."""
     graph = model.graph
     g = GraphIndex(graph)
-    outputs = {o.name for o in graph.output}
     dropped = []
     for n in graph.node:
         attrs = _attrs(n) if n.op_type == "Resize" else {}
         if (
             n.op_type != "Resize"
-            or n.output[0] in outputs
+            or n.output[0] in g.outputs
             or attrs.get("mode", b"nearest") != b"nearest"
             or attrs.get("coordinate_transformation_mode") == b"tf_crop_and_resize"
             or len(n.input) < 3
@@ -162,7 +157,7 @@ def drop_identity_resizes(model) -> int:
     for n in dropped:
         graph.node.remove(n)
     if dropped:
-        _drop_unused_initializers(graph)
+        drop_dead(graph)
     return len(dropped)
 
 
@@ -174,17 +169,16 @@ def subpixel_upsampling(model) -> int:
 
     graph = model.graph
     g = GraphIndex(graph)
-    outputs = {o.name for o in graph.output}
     replace: dict[int, list] = {}  # id(node) -> the nodes standing in its place
     for resize in list(graph.node):
         if not _nearest_x2(resize, g):
             continue
-        first = _only_reader(resize.output[0], g, outputs)
+        first = g.only_reader(resize.output[0])
         if first is None:
             continue
         mode = _pad_of(first, g)
         if mode is not None:
-            conv = _only_reader(first.output[0], g, outputs)
+            conv = g.only_reader(first.output[0])
             if conv is None or not _plain_3x3(conv, g, [0, 0, 0, 0]):
                 continue
         elif _plain_3x3(first, g, [1, 1, 1, 1]):
@@ -228,16 +222,17 @@ def subpixel_upsampling(model) -> int:
         nodes = [m for n in graph.node for m in replace.get(id(n), [n])]
         del graph.node[:]
         graph.node.extend(nodes)
-        _drop_unused_initializers(graph)
+        drop_dead(graph)
     return len([n for n in replace.values() if len(n) == 2])
 
 
-def _drop_unused_initializers(graph) -> None:
-    used = {i for n in graph.node for i in n.input}
-    used |= {o.name for o in graph.output} | {i.name for i in graph.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+def _upsampling(model) -> dict[str, int]:
+    """Both rewrites of the step, in place: {rewrite: count}, empty where neither matched."""
+    counts = {
+        "subpixel": subpixel_upsampling(model),
+        "identity_resizes": drop_identity_resizes(model),
+    }
+    return counts if any(counts.values()) else {}
 
 
 def subpixel_bundle(
@@ -249,33 +244,20 @@ def subpixel_bundle(
     outputs on a probe and on the sample pictures (`contents`, `styles`) is left as it
     was. Returns the record: {"rewritten": {graph: {rewrite: count}}, "left": {graph:
     why}}."""
-    import copy
+    from styleship.export.samples import staged_feeds
 
-    import onnx
-
-    from styleship import _atomic
-    from styleship.export.samples import sample_feeds
-
+    feeds = staged_feeds(writer, contents, styles)
     done, left = {}, {}
     for name, info in writer.manifest.graphs.items():
         path = writer.stage / info.files["fp32"]
-        model = onnx.load(str(path))
-        before = copy.deepcopy(model)
-        counts = {
-            "subpixel": subpixel_upsampling(model),
-            "identity_resizes": drop_identity_resizes(model),
-        }
-        if not any(counts.values()):
-            continue
-        onnx.checker.check_model(model)
-        feeds = sample_feeds(writer.bundle(), name, contents, styles) if contents else []
-        why = disagreement(before, model, info.inputs, feeds)
+        counts, why = rewrite_checked(
+            path, info.inputs, _upsampling, functools.partial(feeds, name)
+        )
         if why:
             log(f"{name}: upsampling left as it was: {why}")
             left[name] = why
-            continue
-        _atomic.write_bytes(path, model.SerializeToString())
-        done[name] = counts
+        elif counts:
+            done[name] = counts
     if done:
         log(f"upsampling rewritten: {', '.join(f'{g} {c}' for g, c in done.items())}")
     return {"rewritten": done, "left": left}
