@@ -77,16 +77,25 @@ def timed(cmd: list[str], env: dict) -> dict:
 
 def side_by_side(photos: list[Path], outs: dict[str, Path], path: Path, height: int = 300):
     """Rows of photo | each tool's output at a common height, the first row labelled."""
-    rows, widths = [], []
+    grid = []
     for photo in photos[:3]:
         cells = [cv2.imread(str(photo))]
         cells += [cv2.imread(str(next(folder.glob(f"{photo.stem}*")))) for folder in outs.values()]
-        cells = [cv2.resize(c, (round(c.shape[1] * height / c.shape[0]), height)) for c in cells]
-        widths = widths or [c.shape[1] for c in cells]
-        rows.append(cv2.hconcat(cells))
-    width = max(r.shape[1] for r in rows)
-    rows = [cv2.copyMakeBorder(r, 0, 4, 0, width - r.shape[1], cv2.BORDER_CONSTANT) for r in rows]
-    sheet = cv2.vconcat(rows)
+        scaled = [(round(c.shape[1] * height / c.shape[0]), height) for c in cells]
+        grid.append([cv2.resize(c, size) for c, size in zip(cells, scaled)])
+    # Each column as wide as its widest cell, so every picture sits under its label.
+    widths = [max(row[i].shape[1] for row in grid) + 4 for i in range(len(grid[0]))]
+    sheet = cv2.vconcat(
+        [
+            cv2.hconcat(
+                [
+                    cv2.copyMakeBorder(c, 0, 4, 0, w - c.shape[1], cv2.BORDER_CONSTANT)
+                    for c, w in zip(row, widths)
+                ]
+            )
+            for row in grid
+        ]
+    )
     for label, x in zip(["photo", *outs], np.cumsum([0, *widths[:-1]])):
         cv2.putText(sheet, label, (int(x) + 8, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4)
         cv2.putText(sheet, label, (int(x) + 8, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255,) * 3, 2)
