@@ -72,6 +72,21 @@ def test_a_narrow_norm_runs_flat_and_gives_the_same_image(activation):
     assert _run(flat, feed).shape == (2, 3, 7, 5)
 
 
+def test_shapes_recorded_for_the_chain_do_not_contradict_the_view():
+    """An int8 graph records 4-D shapes for the norm's outputs; ONNX Runtime warned on every
+    session that they disagreed with the 3-D view."""
+    model = _norm_stage(3)
+    for name in ("n", "scaled", "shifted"):
+        model.graph.value_info.append(
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", 3, "h", "w"])
+        )
+    assert flatten_narrow_norms(model) == 1
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info}
+    assert ranks["n"] == ranks["scaled"] == ranks["shifted"] == 3
+    assert ranks["n/flat/x"] == 3
+
+
 @pytest.mark.parametrize(
     ("channels", "gamma_rank"),
     [

@@ -72,6 +72,7 @@ def flatten_narrow_norms(model, narrow: int = NARROW) -> int:
 
     before: dict[int, list] = {}
     after: dict[int, list] = {}
+    flat: set[str] = set()  # tensors the view makes 3-D
     for norm in graph.node:
         scale = g.consts.get(norm.input[1]) if norm.op_type == "InstanceNormalization" else None
         if scale is None or scale.size >= narrow or rank(norm.input[0]) != 4:
@@ -106,7 +107,13 @@ def flatten_narrow_norms(model, narrow: int = NARROW) -> int:
         end = last.output[0]
         last.output[0] = f"{t}/y"
         after[id(last)] = [helper.make_node("Reshape", [f"{t}/y", f"{t}/shape"], [end], f"{t}/y")]
+        flat.update(o for n in (norm, mul, add, last) for o in n.output)
     if before:
+        # Shapes recorded for the chain (the int8 quantiser writes them) say 4-D; ONNX
+        # Runtime would warn that they disagree with the 3-D view at every session.
+        stale = [v for v in graph.value_info if v.name in flat]
+        for v in stale:
+            graph.value_info.remove(v)
         nodes = [m for n in graph.node for m in [*before.get(id(n), []), n, *after.get(id(n), [])]]
         del graph.node[:]
         graph.node.extend(nodes)

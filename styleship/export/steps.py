@@ -81,6 +81,12 @@ def _int8(writer: BundleWriter, plan: Plan, log: Log) -> None:
     add_int8_for_images(writer, plan.contents, plan.styles, log, plan.int8_min_psnr)
 
 
+def _quantized_pads(writer: BundleWriter, plan: Plan, log: Log) -> None:
+    from styleship.export.quantized_pads import quantize_bundle_pads
+
+    writer.record("quantized_pads", quantize_bundle_pads(writer, plan.contents, plan.styles, log))
+
+
 def _precision_parity(writer: BundleWriter, plan: Plan, log: Log) -> None:
     from styleship.export.precision import reduced_precision_parity
     from styleship.export.samples import parity_feed
@@ -139,6 +145,12 @@ STEPS: tuple[Step, ...] = (
     Step("parity", lambda p: True, _parity, "fp32 graphs vs the source; a gate"),
     Step("fp16", lambda p: p.fp16, _fp16, "fp16 twins with fp32 islands (export/fp16.py)"),
     Step("int8", lambda p: p.int8, _int8, "QDQ int8 twins, calibrated (export/int8.py)"),
+    Step(
+        "quantized_pads",
+        lambda p: p.int8,
+        _quantized_pads,
+        "int8 maps quantised before they are padded (export/quantized_pads.py)",
+    ),
     Step(
         "precision_parity",
         lambda p: p.precision_parity,
