@@ -24,6 +24,7 @@ dynamic model.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from styleship._lazy import require
 from styleship.errors import BackendUnavailable, InputError, ModelError, first_line
 from styleship.runtime.backends.base import BaseBackend
 from styleship.runtime.backends.ort import cpu_threads
+from styleship.runtime.heap import buffers_mapped
 from styleship.runtime.style_cache import default_cache_dir
 
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -179,7 +181,9 @@ class OpenVinoBackend(BaseBackend):
         request = self._request_for(inputs)
         # infer() copies the outputs out of the request's buffers (share_outputs=False), so
         # they stay valid after the next call; the inputs are only read during the call.
-        result = request.infer(inputs, share_inputs=True)
+        # The dynamic-shape model reallocates its buffers for each new shape (heap.py).
+        with buffers_mapped() if request is self._request else contextlib.nullcontext():
+            result = request.infer(inputs, share_inputs=True)
         return {name: result[name] for name in self._outputs}
 
     def _close(self) -> None:
