@@ -87,6 +87,30 @@ def test_openvino_compiles_a_recurring_shape_for_that_shape(bundle, feeds, refer
 
 
 @needs_openvino
+def test_openvino_keeps_the_rewritten_model_and_a_later_load_skips_the_onnx(
+    bundle, feeds, reference, tmp_path, monkeypatch
+):
+    """The first load writes the model as it rewrites it (IR, under the cache dir); later
+    loads compile that and never read the ONNX file; a damaged entry is read past."""
+    from styleship.runtime.backends.openvino import OpenVinoBackend
+
+    monkeypatch.setenv("STYLESHIP_CACHE", str(tmp_path / "cache" / "styles"))
+    with create_backend("openvino") as first:
+        first.load(bundle, "stylizer", "cpu", "fp32")
+        ir = first.info().details["ir_cache"]
+        assert ir and str(tmp_path) in ir
+    reads = []
+    read = OpenVinoBackend._read
+    monkeypatch.setattr(OpenVinoBackend, "_read", lambda self, p: reads.append(p) or read(self, p))
+    out = _run("openvino", bundle, feeds)
+    assert reads == [] and np.abs(out - reference).max() < 1e-4
+    with open(ir, "w") as f:
+        f.write("<net")  # cut short
+    out = _run("openvino", bundle, feeds)
+    assert [p.name for p in reads] == ["stylizer.onnx"] and np.abs(out - reference).max() < 1e-4
+
+
+@needs_openvino
 def test_openvino_bf16_is_close_but_not_identical(bundle, feeds, reference):
     try:
         out = _run("openvino", bundle, feeds, "bf16")
