@@ -100,6 +100,13 @@ def float_conv_outputs(model) -> int:
     return count
 
 
+def _port_name(port, wanted) -> str:
+    """The port's name the manifest uses, where it has several: OpenVINO merges the names
+    of tensors that an elided node joined (an output behind an Identity), and which one
+    `get_any_name` gives can change between the ONNX model and its IR."""
+    return next((n for n in sorted(port.get_names()) if n in wanted), port.get_any_name())
+
+
 def model_cache_dir() -> str:
     """OpenVINO's compiled-model cache: keyed by OpenVINO on the model, config and device."""
     return str(default_cache_dir().parent / "openvino")
@@ -200,8 +207,8 @@ class OpenVinoBackend(BaseBackend):
                 save_ir(self._model, self._ir)
             self._request = self._compile(self._model, f"{path.name}: OpenVINO cannot compile it")
         self.check_io_names(
-            [i.get_any_name() for i in self._request.model_inputs],
-            [o.get_any_name() for o in self._request.model_outputs],
+            [_port_name(i, self._inputs) for i in self._request.model_inputs],
+            [_port_name(o, self._outputs) for o in self._request.model_outputs],
             path,
         )
         self._version = ov.get_version()
