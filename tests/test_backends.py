@@ -118,6 +118,24 @@ def test_openvino_keeps_the_rewritten_model_and_a_later_load_skips_the_onnx(
 
 
 @needs_openvino
+def test_openvino_reloaded_with_another_graph_keeps_nothing_of_the_last(
+    bundle, feeds, reference, tmp_path, monkeypatch
+):
+    """A shape-specific compile after a second load reshapes the graph now loaded, even
+    when that load came from the IR cache and read no ONNX."""
+    monkeypatch.setenv("STYLESHIP_CACHE", str(tmp_path / "cache" / "styles"))
+    _run("openvino", bundle, feeds)  # the stylizer's IR is kept
+    with create_backend("openvino", shape_cache=1) as engine:
+        engine.load(bundle, "style_encoder", "cpu", "fp32")
+        engine.run({"style": feeds["content"]})  # and its model read from the ONNX
+        engine.load(bundle, "stylizer", "cpu", "fp32")
+        for _ in range(3):  # the third call compiles for the shape
+            out = engine.run(feeds)["image"]
+        assert engine.info().details["static_shapes"]
+    assert np.abs(out - reference).max() < 1e-4
+
+
+@needs_openvino
 def test_openvino_bf16_is_close_but_not_identical(bundle, feeds, reference):
     try:
         out = _run("openvino", bundle, feeds, "bf16")

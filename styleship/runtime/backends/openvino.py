@@ -194,6 +194,10 @@ class OpenVinoBackend(BaseBackend):
             "INFERENCE_NUM_THREADS": self.threads or cpu_threads(),
         }
         self._core, self._config = core, config
+        # A backend may load another graph: nothing of the last one may serve this one.
+        self._model = None
+        self._static.clear()
+        self._seen.clear()
         self._ir = ir_path(self.bundle, path, ov.get_version())
         self._request = None
         if self._ir is not None and self._ir.is_file() and self._ir.with_suffix(".bin").is_file():
