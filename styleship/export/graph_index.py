@@ -11,7 +11,8 @@ Runtime.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,23 @@ def rewrite_checked(
     if why is None:
         _atomic.write_bytes(path, model.SerializeToString())
     return done, why
+
+
+def rewrite_staged(
+    writer, precisions: Sequence[str] | None, rewrite: Callable[[Any], Any], contents=(), styles=()
+) -> Iterator[tuple[str, str, Any, str | None]]:
+    """rewrite_checked on each staged file of `precisions` (None: all), graph by graph,
+    checked on the sample pictures too where `contents` are given (samples.staged_feeds).
+    Yields (graph, precision, what `rewrite` returned, why the file was left or None):
+    what each export step records of it is its own."""
+    from styleship.export.samples import staged_feeds
+
+    feeds = staged_feeds(writer, contents, styles)
+    for name, info in writer.manifest.graphs.items():
+        for precision, file in info.files.items():
+            if precisions is None or precision in precisions:
+                path = writer.stage / file
+                done, why = rewrite_checked(
+                    path, info.inputs, rewrite, functools.partial(feeds, name)
+                )
+                yield name, precision, done, why

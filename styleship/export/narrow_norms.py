@@ -26,13 +26,12 @@ on a probe (graph_index.disagreement). Torch-free: onnx and numpy.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from styleship.export.graph_index import GraphIndex, rewrite_checked
+from styleship.export.graph_index import GraphIndex, rewrite_staged
 
 if TYPE_CHECKING:
     from styleship.bundle.writer import BundleWriter
@@ -161,24 +160,15 @@ def flatten_bundle_norms(
     file whose rewritten form does not compute the same outputs on a probe and on the
     sample pictures is left as it was. Returns the record: {"flattened": {graph: {precision:
     count}}, "left": {"graph precision": why}}."""
-    from styleship.export.samples import staged_feeds
-
-    feeds = staged_feeds(writer, contents, styles)
     done: dict[str, dict] = {}
     left: dict[str, str] = {}
-    for name, info in writer.manifest.graphs.items():
-        for precision, file in info.files.items():
-            count, why = rewrite_checked(
-                writer.stage / file,
-                info.inputs,
-                flatten_narrow_norms,
-                functools.partial(feeds, name),
-            )
-            if why:
-                log(f"{name} {precision}: narrow norms left as they were: {why}")
-                left[f"{name} {precision}"] = why
-            elif count:
-                done.setdefault(name, {})[precision] = count
+    flats = rewrite_staged(writer, None, flatten_narrow_norms, contents, styles)
+    for name, precision, count, why in flats:
+        if why:
+            log(f"{name} {precision}: narrow norms left as they were: {why}")
+            left[f"{name} {precision}"] = why
+        elif count:
+            done.setdefault(name, {})[precision] = count
     if done:
         log(f"narrow norms flattened: {', '.join(f'{g} {c}' for g, c in done.items())}")
     return {"flattened": done, "left": left}

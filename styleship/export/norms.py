@@ -34,7 +34,7 @@ from styleship.export.graph_index import (
     SHAPE_ONLY,
     GraphIndex,
     drop_dead,
-    rewrite_checked,
+    rewrite_staged,
     spatial_mean,
     through_shape_ops,
 )
@@ -276,9 +276,7 @@ def fuse_bundle_norms(writer: BundleWriter, log: Log = lambda msg: None) -> dict
     place, before parity checks them against the source; a graph whose fused form does
     not compute the same outputs on a probe is left as it was. Returns {graph: count}."""
     fused = {}
-    for name, info in writer.manifest.graphs.items():
-        path = writer.stage / info.files["fp32"]
-        count, why = rewrite_checked(path, info.inputs, fuse_instance_norms, lambda: ())
+    for name, _, count, why in rewrite_staged(writer, ("fp32",), fuse_instance_norms):
         if why:
             log(f"{name}: instance norms left written out: {why}")
         elif count:

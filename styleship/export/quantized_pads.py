@@ -21,11 +21,10 @@ onnx and numpy.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from styleship.export.graph_index import GraphIndex, drop_dead, rewrite_checked
+from styleship.export.graph_index import GraphIndex, drop_dead, rewrite_staged
 
 if TYPE_CHECKING:
     from styleship.bundle.writer import BundleWriter
@@ -84,20 +83,10 @@ def quantize_bundle_pads(
     rewritten form does not compute the same outputs on a probe and on the sample pictures
     is left as it was. Returns the record: {"swapped": {graph: count}, "left": {graph:
     why}}."""
-    from styleship.export.samples import staged_feeds
-
-    feeds = staged_feeds(writer, contents, styles)
     done: dict[str, int] = {}
     left: dict[str, str] = {}
-    for name, info in writer.manifest.graphs.items():
-        if "int8" not in info.files:
-            continue
-        count, why = rewrite_checked(
-            writer.stage / info.files["int8"],
-            info.inputs,
-            quantize_before_pads,
-            functools.partial(feeds, name),
-        )
+    swaps = rewrite_staged(writer, ("int8",), quantize_before_pads, contents, styles)
+    for name, _, count, why in swaps:
         if why:
             log(f"{name} int8: pads left before the quantisers: {why}")
             left[name] = why

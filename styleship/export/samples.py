@@ -106,7 +106,7 @@ def staged_feeds(writer, contents, styles) -> Callable[[str], list[dict]]:
     Without `contents`, no feeds."""
     import functools
 
-    bundle = functools.cache(writer.bundle)
+    bundle = functools.cache(lambda: writer.bundle())
 
     @functools.cache
     def feeds(graph: str) -> list[dict]:

@@ -25,13 +25,12 @@ check, graph_index.py).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from styleship.export.graph_index import GraphIndex, drop_dead, rewrite_checked
+from styleship.export.graph_index import GraphIndex, drop_dead, rewrite_staged
 
 if TYPE_CHECKING:
     from styleship.bundle.writer import BundleWriter
@@ -244,15 +243,8 @@ def subpixel_bundle(
     outputs on a probe and on the sample pictures (`contents`, `styles`) is left as it
     was. Returns the record: {"rewritten": {graph: {rewrite: count}}, "left": {graph:
     why}}."""
-    from styleship.export.samples import staged_feeds
-
-    feeds = staged_feeds(writer, contents, styles)
     done, left = {}, {}
-    for name, info in writer.manifest.graphs.items():
-        path = writer.stage / info.files["fp32"]
-        counts, why = rewrite_checked(
-            path, info.inputs, _upsampling, functools.partial(feeds, name)
-        )
+    for name, _, counts, why in rewrite_staged(writer, ("fp32",), _upsampling, contents, styles):
         if why:
             log(f"{name}: upsampling left as it was: {why}")
             left[name] = why
