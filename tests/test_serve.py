@@ -264,6 +264,10 @@ def test_short_load_test_has_no_errors(server, tmp_path):
         "3",
         "--size",
         "128",
+        "--bundle",
+        DEMO,
+        "--backend",
+        "ort-cpu",
         "--out",
         tmp_path,
         "--json",
@@ -274,7 +278,29 @@ def test_short_load_test_has_no_errors(server, tmp_path):
     for level in results["levels"]:
         assert level["errors"] == 0 and level["requests"] > 0
         assert level["latency"]["p99_ms"] >= level["latency"]["p50_ms"] > 0
+    local = results["in_process"]  # the same work without the server, for 3 s
+    assert local["calls"] > 10 and local["p50_ms"] > 0
+    one, four = local["floor"]
+    assert (one["concurrency"], four["concurrency"]) == (1, 4)
+    assert one["p50_ms"] == pytest.approx(local["p50_ms"])
+    assert 3 * one["p50_ms"] < four["p50_ms"] < 6 * one["p50_ms"]
     assert {p.name for p in tmp_path.iterdir()} >= {"loadtest.json", "loadtest.md", "loadtest.png"}
+    assert "floor p50 / p99 ms" in (tmp_path / "loadtest.md").read_text()
+
+
+def test_floor_keeps_slow_spells_of_consecutive_calls():
+    from styleship.serve.loadtest import floor
+
+    calls = [30.0] * 400
+    calls[200:220] = [60.0] * 20  # one slow spell: twenty calls at twice the time
+    one, eight = floor(calls, [1, 8])
+    assert one == {"concurrency": 1, "p50_ms": 30.0, "p99_ms": pytest.approx(60.0)}
+    assert eight["p50_ms"] == 240.0
+    assert eight["p99_ms"] == pytest.approx(480.0)  # 13 windows of 393 lie wholly in the spell
+    assert floor(calls[:50], [1, 8, 64]) == [
+        {"concurrency": 1, "p50_ms": 30.0, "p99_ms": None},
+        {"concurrency": 8, "p50_ms": 240.0, "p99_ms": None},
+    ]  # p99 from under 100 windows would be the maximum; no 64-call window at all
 
 
 def test_full_queue_rejects_and_sigterm_lets_in_flight_requests_finish(tmp_path, contents, styles):
