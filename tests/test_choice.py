@@ -194,3 +194,11 @@ def test_serve_batches_only_where_the_measurement_says_so(empty_cache):
     # Preferred sizes with no queue delay left requests queued ~400 ms when arrivals paused.
     assert unbatched.batcher.preferred_batch_size is None
     assert batched.batcher.preferred_batch_size is None
+    # Any queue policy made this Triton hold queued requests for its 500 ms poll: none unless
+    # a bound or a timeout is asked for, and then both as asked.
+    assert unbatched.batcher.default_queue_policy is None
+    assert batched.batcher.default_queue_policy is None
+    bounded = _model_config(ServeConfig(max_queue=8), batched=False).batcher.default_queue_policy
+    assert (bounded.max_queue_size, bounded.default_timeout_microseconds) == (8, 0)
+    timed = _model_config(ServeConfig(timeout_ms=250), batched=True).batcher.default_queue_policy
+    assert (timed.max_queue_size, timed.default_timeout_microseconds) == (0, 250_000)

@@ -54,8 +54,12 @@ def serve(
         help="auto: batch engine runs only where the engine runs batches faster per image "
         "(measured once); on; off (one request per engine run).",
     ),
-    max_queue: int = typer.Option(64, min=1, help="Queued requests beyond this are rejected."),
-    timeout_ms: int = typer.Option(30_000, min=1, help="Queued longer than this: rejected."),
+    max_queue: int = typer.Option(
+        0, min=0, help="Queued requests beyond this are rejected (0: no bound; see docs)."
+    ),
+    timeout_ms: int = typer.Option(
+        0, min=0, help="Queued longer than this: rejected (0: never; see docs)."
+    ),
     instances: int = typer.Option(1, min=1, help="Model instances (each owns its sessions)."),
     max_pixels: int = typer.Option(16_000_000, min=256, help="Largest image accepted."),
     exit_timeout: int = typer.Option(30, min=0, help="Seconds in-flight requests get on stop."),
@@ -78,7 +82,7 @@ def serve(
 
     Example: styleship serve build/magenta.magenta --ui   (then open http://localhost:8080)
     """
-    from styleship.serve.server import ServeConfig, Server, urls
+    from styleship.serve.server import ServeConfig, Server, queue_line, urls
 
     if log_file is None and not verbose:
         log_file = Path(tempfile.gettempdir()) / f"styleship-triton-{http_port}.log"
@@ -127,6 +131,7 @@ def serve(
                 for e in server.served
             },
             **{f"batching {e.name}": e.why_batching for e in server.served},
+            "queue": queue_line(config),
             "backend": server.served[0].stylizers[0].backend_name,
             **where,
             "log": str(log_file) if log_file else None,

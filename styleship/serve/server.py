@@ -44,8 +44,8 @@ class ServeConfig:
     # auto: batch only where the chosen engine runs batches faster per image (measured
     # once, runtime/choice.py); on: always; off: requests run one at a time.
     batching: str = "auto"
-    max_queue: int = 64  # requests waiting beyond this are rejected at once
-    timeout_ms: int = 30_000  # a request still queued after this is rejected
+    max_queue: int = 0  # requests waiting beyond this are rejected at once; 0: no bound
+    timeout_ms: int = 0  # a request still queued after this is rejected; 0: never
     instances: int = 1
     max_pixels: int = 16_000_000
     exit_timeout_s: int = 30  # in-flight requests get this long to finish on shutdown
@@ -90,14 +90,8 @@ def _tensors(ports: Sequence[Port]):
 def _model_config(config: ServeConfig, batched: bool):
     """Triton's batcher: where batches help it waits up to the queue delay to fill one;
     elsewhere it hands over what is queued as soon as the instance is free."""
-    from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, TimeoutAction
+    from pytriton.model_config import DynamicBatcher, ModelConfig
 
-    policy = QueuePolicy(
-        timeout_action=TimeoutAction.REJECT,
-        default_timeout_microseconds=config.timeout_ms * 1000,
-        allow_timeout_override=True,
-        max_queue_size=config.max_queue,
-    )
     # No preferred batch sizes: with them and no queue delay, Triton left requests queued
     # for about 400 ms whenever no new request arrived to wake it (traced on Magenta at
     # 512²: every time clients stopped sending, docs/benchmarks.md). Unbatched engines get the
@@ -106,9 +100,35 @@ def _model_config(config: ServeConfig, batched: bool):
     # queue strictly in order but lost throughput at 32 clients and raised their p99.
     batcher = DynamicBatcher(
         max_queue_delay_microseconds=config.max_queue_delay_us if batched else 0,
-        default_queue_policy=policy,
+        default_queue_policy=_queue_policy(config),
     )
     return ModelConfig(batching=True, max_batch_size=config.max_batch, batcher=batcher)
+
+
+def _queue_policy(config: ServeConfig):
+    """Triton's queue bound and timeout, only where asked for. The Triton in PyTriton 0.7.0
+    stops handing queued requests to a free instance at once when a queue policy is set:
+    they wait for its 500 ms poll (triton-inference-server/server#8870). Bursts of 8 at
+    512² on Magenta: with the policy 5 of 12 had requests queued 470-484 ms; without, none."""
+    if not config.max_queue and not config.timeout_ms:
+        return None
+    from pytriton.model_config import QueuePolicy, TimeoutAction
+
+    return QueuePolicy(
+        timeout_action=TimeoutAction.REJECT,
+        default_timeout_microseconds=config.timeout_ms * 1000,
+        allow_timeout_override=True,
+        max_queue_size=config.max_queue,
+    )
+
+
+def queue_line(config: ServeConfig) -> str:
+    """What the serve banner says of the queue."""
+    if not config.max_queue and not config.timeout_ms:
+        return "unbounded, no timeout (--max-queue/--timeout-ms set them)"
+    parts = [f"at most {config.max_queue} queued" if config.max_queue else "unbounded"]
+    parts.append(f"rejected after {config.timeout_ms} ms" if config.timeout_ms else "no timeout")
+    return ", ".join(parts) + "; Triton may then hold queued requests up to 0.5 s"
 
 
 @dataclass
