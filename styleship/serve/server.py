@@ -53,6 +53,11 @@ class ServeConfig:
     log_file: Path | None = None  # Triton's own log; None prints it (with --verbose) or drops it
     verbose: bool = False
 
+    @property
+    def has_queue_policy(self) -> bool:
+        """Whether Triton gets a queue policy: only for a bound or a timeout (_queue_policy)."""
+        return bool(self.max_queue or self.timeout_ms)
+
 
 def check_environment() -> None:
     """Fail early, in one line, where PyTriton cannot work."""
@@ -110,7 +115,7 @@ def _queue_policy(config: ServeConfig):
     stops handing queued requests to a free instance at once when a queue policy is set:
     they wait for its 500 ms poll (triton-inference-server/server#8870). Bursts of 8 at
     512² on Magenta: with the policy 5 of 12 had requests queued 470-484 ms; without, none."""
-    if not config.max_queue and not config.timeout_ms:
+    if not config.has_queue_policy:
         return None
     from pytriton.model_config import QueuePolicy, TimeoutAction
 
@@ -124,7 +129,7 @@ def _queue_policy(config: ServeConfig):
 
 def queue_line(config: ServeConfig) -> str:
     """What the serve banner says of the queue."""
-    if not config.max_queue and not config.timeout_ms:
+    if not config.has_queue_policy:
         return "unbounded, no timeout (--max-queue/--timeout-ms set them)"
     parts = [f"at most {config.max_queue} queued" if config.max_queue else "unbounded"]
     parts.append(f"rejected after {config.timeout_ms} ms" if config.timeout_ms else "no timeout")
